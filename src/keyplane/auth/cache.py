@@ -1,0 +1,68 @@
+"""The in-process key cache that keeps the hot path free of database round trips.
+
+Entries (including "unknown key" answers) live until the store's revision counter moves; a
+background poller (see keyplane.http.app) calls `sync_revision` every few hundred ms, so a key
+revoked or changed by another process stops working within about one poll interval.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from keyplane.auth.pipeline import KeyEntry
+
+__all__ = ["KeyCache"]
+
+_MAX_ENTRIES = 100_000
+
+
+class KeyCache:
+    """api_key -> KeyEntry | None, cleared whenever the store revision changes.
+
+    loader: api_key -> KeyEntry | None (does the database read; called off the event loop).
+    """
+
+    def __init__(self, loader: Callable[[str], KeyEntry | None], revision: int = -1) -> None:
+        self._loader = loader
+        self._entries: dict[str, KeyEntry | None] = {}
+        self._revision = revision
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def peek(self, api_key: str) -> tuple[bool, KeyEntry | None]:
+        """(found, entry) without loading: the hot path's no-I/O lookup."""
+        try:
+            entry = self._entries[api_key]
+        except KeyError:
+            return False, None
+        self.hits += 1
+        return True, entry
+
+    def load(self, api_key: str) -> KeyEntry | None:
+        """Load through the loader and remember the answer (blocking: run in a thread)."""
+        self.misses += 1
+        revision = self._revision
+        entry = self._loader(api_key)
+        with self._lock:
+            if revision == self._revision:
+                if len(self._entries) >= _MAX_ENTRIES:
+                    self._entries.clear()
+                self._entries[api_key] = entry
+        return entry
+
+    def sync_revision(self, revision: int) -> bool:
+        """Drop every entry when revision differs from the last seen; True when it did."""
+        with self._lock:
+            if revision == self._revision:
+                return False
+            self._revision = revision
+            self._entries = {}
+            return True
+
+    def clear(self) -> None:
+        """Drop every entry now (same-process writes call this)."""
+        with self._lock:
+            self._entries = {}
+            self._revision = -1

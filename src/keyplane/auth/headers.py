@@ -1,0 +1,147 @@
+"""Parsing of the X-BAPI-* authentication headers, and of the raw query string.
+
+Rules (Bybit V5 guide, "Authentication for HTTP requests"): X-BAPI-API-KEY, X-BAPI-TIMESTAMP
+(ms), X-BAPI-SIGN are required on private routes; X-BAPI-RECV-WINDOW is optional (default
+5000 ms). X-BAPI-SIGN-TYPE is ignored: the algorithm comes from the stored key type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+from keyplane.errors import InvalidApiKeyError, ParameterError
+
+__all__ = [
+    "DEFAULT_RECV_WINDOW_MS",
+    "AuthHeaders",
+    "parse_auth_headers",
+    "parse_query",
+    "query_sign_candidates",
+]
+
+DEFAULT_RECV_WINDOW_MS = 5000
+
+_API_KEY = b"x-bapi-api-key"
+_TIMESTAMP = b"x-bapi-timestamp"
+_SIGN = b"x-bapi-sign"
+_RECV_WINDOW = b"x-bapi-recv-window"
+_WANTED = frozenset({_API_KEY, _TIMESTAMP, _SIGN, _RECV_WINDOW})
+_MAX_HEADER_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AuthHeaders:
+    """The auth headers as sent (text), plus their parsed numbers.
+
+    timestamp_ms: int, ms since epoch. recv_window_ms: int, ms (5000 when absent).
+    recv_window_text: the header as sent, "" when absent (it is part of the string to sign).
+    """
+
+    api_key: str
+    timestamp_text: str
+    timestamp_ms: int
+    signature: str
+    recv_window_text: str
+    recv_window_ms: int
+
+
+def _decode(name: bytes, value: bytes) -> str:
+    if len(value) > _MAX_HEADER_CHARS:
+        raise ParameterError(f"{name.decode()} header is too long")
+    try:
+        return value.decode("ascii").strip()
+    except UnicodeDecodeError as exc:
+        raise ParameterError(f"{name.decode()} header must be ASCII") from exc
+
+
+def _as_int(name: str, text: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 16:
+        raise ParameterError(f"{name} must be a non-negative integer, got {text[:32]!r}")
+    return int(text)
+
+
+def parse_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> AuthHeaders:
+    """Pick and check the X-BAPI-* headers from ASGI (lowercase name, value) pairs.
+
+    Raises InvalidApiKeyError (10003) when X-BAPI-API-KEY is missing or empty;
+    ParameterError (10001) when a header is duplicated, non-ASCII, missing (timestamp, sign)
+    or not a number (timestamp, recv_window).
+    """
+    found: dict[bytes, str] = {}
+    for name, value in raw_headers:
+        if name in _WANTED:
+            if name in found:
+                raise ParameterError(f"duplicated header {name.decode()}")
+            found[name] = _decode(name, value)
+    api_key = found.get(_API_KEY, "")
+    if not api_key:
+        raise InvalidApiKeyError("API key is invalid. (missing X-BAPI-API-KEY header)")
+    timestamp_text = found.get(_TIMESTAMP, "")
+    if not timestamp_text:
+        raise ParameterError("missing X-BAPI-TIMESTAMP header")
+    signature = found.get(_SIGN, "")
+    if not signature:
+        raise ParameterError("missing X-BAPI-SIGN header")
+    recv_window_text = found.get(_RECV_WINDOW, "")
+    recv_window_ms = (
+        _as_int("X-BAPI-RECV-WINDOW", recv_window_text)
+        if recv_window_text
+        else DEFAULT_RECV_WINDOW_MS
+    )
+    return AuthHeaders(
+        api_key=api_key,
+        timestamp_text=timestamp_text,
+        timestamp_ms=_as_int("X-BAPI-TIMESTAMP", timestamp_text),
+        signature=signature,
+        recv_window_text=recv_window_text,
+        recv_window_ms=recv_window_ms,
+    )
+
+
+def query_sign_candidates(raw_query: bytes) -> tuple[bytes, ...]:
+    """The forms of a GET query string a client may have signed, most likely first.
+
+    pybit and ccxt sign the unencoded "k=v&..." and `requests` then percent-encodes spaces and
+    non-ASCII on the wire. So we accept the raw bytes, or their percent-decoded form ("+" stays
+    a literal plus, as the clients never encode a space as "+"). Raises ParameterError (10001)
+    when the decoded form is not UTF-8.
+    """
+    if b"%" not in raw_query:
+        return (raw_query,)
+    try:
+        decoded = unquote(raw_query.decode("ascii"), errors="strict").encode("utf-8")
+    except UnicodeError as exc:
+        raise ParameterError("query string is not valid percent-encoded UTF-8") from exc
+    return (raw_query, decoded)
+
+
+def parse_query(raw_query: bytes) -> dict[str, str]:
+    """Parse "a=1&b=x%20y" into {"a": "1", "b": "x y"}; "+" stays literal.
+
+    Raises ParameterError (10001) on a duplicated parameter or non-UTF-8 bytes.
+    """
+    params: dict[str, str] = {}
+    if not raw_query:
+        return params
+    try:
+        text = raw_query.decode("ascii")
+    except UnicodeDecodeError:
+        try:
+            text = raw_query.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ParameterError("query string is not valid UTF-8") from exc
+    for part in text.split("&"):
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        try:
+            key = unquote(name, errors="strict")
+            val = unquote(value, errors="strict")
+        except UnicodeError as exc:
+            raise ParameterError("query string is not valid percent-encoded UTF-8") from exc
+        if key in params:
+            raise ParameterError(f"duplicated parameter {key}")
+        params[key] = val
+    return params

@@ -1,0 +1,46 @@
+"""Clocks: time comes from here, never from time.time() inside core logic."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "FrozenClock", "SystemClock"]
+
+
+class Clock(Protocol):
+    """Source of wall-clock time."""
+
+    def now_ms(self) -> int:
+        """Return the current time: int, ms since the Unix epoch (UTC)."""
+        ...
+
+
+class SystemClock:
+    """The machine's wall clock."""
+
+    def now_ms(self) -> int:
+        """Return time.time() as int ms since epoch."""
+        return time.time_ns() // 1_000_000
+
+
+class FrozenClock:
+    """A clock that moves only when told to; for tests of window edges.
+
+    now_ms: int, ms since epoch, the starting instant.
+    """
+
+    def __init__(self, now_ms: int = 1_700_000_000_000) -> None:
+        self._now_ms = now_ms
+
+    def now_ms(self) -> int:
+        """Return the frozen instant (ms since epoch)."""
+        return self._now_ms
+
+    def advance(self, ms: int) -> None:
+        """Move the clock forward by ms milliseconds."""
+        self._now_ms += ms
+
+    def set(self, now_ms: int) -> None:
+        """Jump to an absolute instant (ms since epoch)."""
+        self._now_ms = now_ms

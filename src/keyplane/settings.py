@@ -1,0 +1,78 @@
+"""Settings: one pydantic-settings object, env prefix KEYPLANE_, each also a `serve` flag."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from keyplane.keys.encryption import KeyEncryptionKey
+from keyplane.secret import Secret
+
+__all__ = ["DEFAULT_DATABASE_URL", "Settings", "load_kek", "sqlite_path"]
+
+DEFAULT_DATABASE_URL = "sqlite:///./keyplane.db"
+
+
+class Settings(BaseSettings):
+    """Runtime configuration.
+
+    database_url: SQLAlchemy URL (KEYPLANE_DATABASE_URL); SQLite file by default.
+    kek: base64 of 32 bytes (KEYPLANE_KEK); on SQLite, a 0600 file beside the database is
+        created when unset. trusted_proxies: IPs/CIDRs whose X-Forwarded-For is believed.
+    max_body_bytes: int, bytes; larger bodies get retCode 10001 with HTTP 413.
+    cache_poll_ms: int, ms between checks of the store revision (key-cache invalidation).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
+
+    database_url: str = DEFAULT_DATABASE_URL
+    kek: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    cache_poll_ms: int = Field(default=200, gt=0)
+    last_used_flush_ms: int = Field(default=1000, gt=0)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+
+def sqlite_path(database_url: str) -> Path | None:
+    """The file of a sqlite:/// URL, or None for other databases (and in-memory SQLite)."""
+    for prefix in ("sqlite+pysqlite:///", "sqlite:///"):
+        if database_url.startswith(prefix):
+            rest = database_url[len(prefix) :].split("?", 1)[0]
+            return Path(rest) if rest and rest != ":memory:" else None
+    return None
+
+
+def load_kek(settings: Settings) -> KeyEncryptionKey:
+    """The key-encryption key: KEYPLANE_KEK, else (SQLite only) a 0600 file `<db>.kek`.
+
+    Raises ValueError when KEYPLANE_KEK is malformed, or unset for a non-SQLite database
+    (several nodes must share one KEK, so it is never invented per node).
+    """
+    if settings.kek is not None:
+        return KeyEncryptionKey.from_base64(Secret(settings.kek.get_secret_value()))
+    path = sqlite_path(settings.database_url)
+    if path is None:
+        raise ValueError(
+            "KEYPLANE_KEK (base64 of 32 bytes) must be set for this database; every node of "
+            "one deployment shares it. Make one with: keyplane kek generate"
+        )
+    return KeyEncryptionKey.load_or_create_file(path.with_suffix(path.suffix + ".kek"))

@@ -1,0 +1,120 @@
+"""Bybit V5 request signing, shared by the server (verify) and the client (sign).
+
+String to sign (Bybit V5 guide, "Authentication for HTTP requests"):
+
+    timestamp + api_key + recv_window + payload
+
+where payload is the raw query string for GET and the raw body bytes for POST, exactly as sent:
+never re-sorted, re-encoded or re-serialised. HMAC keys sign with HMAC-SHA256 and send lowercase
+hex; RSA keys sign with RSASSA-PKCS1-v1_5 over SHA-256 and send standard base64.
+
+Private WebSocket auth (Bybit V5 guide, "WebSocket authentication"): the signature covers the
+string "GET/realtime" + str(expires), expires in ms since epoch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from keyplane.secret import Secret
+
+__all__ = [
+    "load_rsa_private_key",
+    "load_rsa_public_key",
+    "sign_hmac",
+    "sign_rsa",
+    "string_to_sign",
+    "verify_hmac",
+    "verify_rsa",
+    "ws_string_to_sign",
+]
+
+
+def string_to_sign(timestamp: str, api_key: str, recv_window: str, payload: bytes) -> bytes:
+    """Return the V5 string to sign as bytes.
+
+    timestamp: str, the X-BAPI-TIMESTAMP header as sent (ms since epoch).
+    api_key: str, the X-BAPI-API-KEY header.
+    recv_window: str, the X-BAPI-RECV-WINDOW header as sent ("" is allowed when absent,
+        matching clients that omit it from the string; pybit and ccxt always send it).
+    payload: bytes, raw query string (GET) or raw body (POST).
+    """
+    return (timestamp + api_key + recv_window).encode("utf-8") + payload
+
+
+def ws_string_to_sign(expires: int | str) -> bytes:
+    """Return the WebSocket auth string "GET/realtime" + str(expires); expires in ms."""
+    return b"GET/realtime" + str(expires).encode("ascii")
+
+
+def _secret_bytes(secret: Secret[str] | str) -> bytes:
+    raw = secret.reveal() if isinstance(secret, Secret) else secret
+    return raw.encode("utf-8")
+
+
+def sign_hmac(secret: Secret[str] | str, message: bytes) -> str:
+    """HMAC-SHA256 of message under secret, as lowercase hex (64 chars)."""
+    return hmac.new(_secret_bytes(secret), message, hashlib.sha256).hexdigest()
+
+
+def verify_hmac(secret: Secret[str] | str, message: bytes, signature: str) -> bool:
+    """True when signature (hex, any case) is HMAC-SHA256(secret, message).
+
+    Compared in constant time (hmac.compare_digest); never raises on malformed input.
+    """
+    expected = sign_hmac(secret, message).encode("ascii")
+    try:
+        given = signature.lower().encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(expected, given)
+
+
+def load_rsa_private_key(pem: Secret[str] | str) -> rsa.RSAPrivateKey:
+    """Parse a PEM RSA private key (PKCS#1 or PKCS#8). Raises ValueError when it is not one."""
+    key = serialization.load_pem_private_key(_secret_bytes(pem), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("not an RSA private key")
+    return key
+
+
+def load_rsa_public_key(pem: str) -> rsa.RSAPublicKey:
+    """Parse a PEM RSA public key (SubjectPublicKeyInfo or PKCS#1).
+
+    Raises ValueError when the text is not an RSA public key of at least 2048 bits.
+    """
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode("ascii"))
+    except (ValueError, UnicodeEncodeError, TypeError) as exc:
+        raise ValueError("not a PEM public key") from exc
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    if key.key_size < 2048:
+        raise ValueError("RSA keys must have at least 2048 bits")
+    return key
+
+
+def sign_rsa(private_key: rsa.RSAPrivateKey, message: bytes) -> str:
+    """RSASSA-PKCS1-v1_5 / SHA-256 signature of message, standard base64."""
+    raw = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return base64.b64encode(raw).decode("ascii")
+
+
+def verify_rsa(public_key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
+    """True when signature (standard base64) is a valid PKCS#1 v1.5 SHA-256 signature.
+
+    Never raises on malformed base64 or a wrong-length signature.
+    """
+    try:
+        raw = base64.b64decode(signature.encode("ascii"), validate=True)
+        public_key.verify(raw, message, padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, binascii.Error, ValueError, UnicodeEncodeError):
+        return False
+    return True
