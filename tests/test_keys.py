@@ -97,7 +97,8 @@ class TestGeneration:
         assert len(keys) == 50
         assert all(len(k) == 18 and k.isalnum() for k in keys)
         secret = new_hmac_secret()
-        assert len(secret.reveal()) == 36 and secret.reveal().isalnum()
+        assert len(secret.reveal()) == 36
+        assert secret.reveal().isalnum()
 
 
 class TestKeyEncryption:
