@@ -1,0 +1,186 @@
+"""MemoryStore: the Store protocol held in process memory, for tests and single-node demos.
+
+Behaves exactly like SqlStore (the contract suite in tests/store/ runs against both): uids are
+assigned from 100001 upwards, key ids from 1, and every create/save bumps the revision.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+from keyplane.errors import NotFoundError
+from keyplane.keys.model import Account, ApiKey, KeyStatus
+
+__all__ = ["FIRST_UID", "MAX_API_KEY_LENGTH", "MemoryStore"]
+
+#: the first uid a store assigns (Bybit-style numeric uids); later uids are max(uid) + 1.
+FIRST_UID = 100_001
+#: api_key column width; longer values are refused with ValueError by every store.
+MAX_API_KEY_LENGTH = 64
+
+
+class MemoryStore:
+    """Thread-safe in-memory Store. All times are int ms since epoch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accounts: dict[int, Account] = {}
+        self._keys: dict[int, ApiKey] = {}
+        self._by_api_key: dict[str, int] = {}
+        self._revision = 0
+
+    def create_account(
+        self, *, parent_uid: int | None, created_at_ms: int, username: str = "", note: str = ""
+    ) -> Account:
+        """Insert an account with uid max(uid) + 1 (first 100001).
+
+        Raises NotFoundError if parent_uid is given and unknown.
+        """
+        with self._lock:
+            if parent_uid is not None and parent_uid not in self._accounts:
+                raise NotFoundError(f"parent account {parent_uid} not found")
+            uid = max(self._accounts, default=FIRST_UID - 1) + 1
+            account = Account(
+                uid=uid,
+                parent_uid=parent_uid,
+                created_at_ms=created_at_ms,
+                username=username,
+                note=note,
+            )
+            self._accounts[uid] = account
+            self._revision += 1
+            return account
+
+    def find_account(self, uid: int) -> Account | None:
+        """The account with this uid, or None."""
+        with self._lock:
+            return self._accounts.get(uid)
+
+    def save_account(self, account: Account) -> None:
+        """Persist status/note/username of an existing account; bumps the revision.
+
+        Raises NotFoundError when account.uid is unknown.
+        """
+        with self._lock:
+            current = self._accounts.get(account.uid)
+            if current is None:
+                raise NotFoundError(f"account {account.uid} not found")
+            self._accounts[account.uid] = replace(
+                current, status=account.status, note=account.note, username=account.username
+            )
+            self._revision += 1
+
+    def list_accounts(self, *, parent_uid: int | None = None) -> Sequence[Account]:
+        """All accounts (parent_uid None) or the sub accounts of parent_uid, by uid ascending."""
+        with self._lock:
+            return [
+                a
+                for _, a in sorted(self._accounts.items())
+                if parent_uid is None or a.parent_uid == parent_uid
+            ]
+
+    def count_accounts(self) -> int:
+        """Number of accounts."""
+        with self._lock:
+            return len(self._accounts)
+
+    def add_key(self, key: ApiKey) -> ApiKey:
+        """Insert a key with id max(id) + 1 (first 1); returns it with that id.
+
+        Raises NotFoundError when key.uid is unknown, ValueError on a duplicate api_key or one
+        longer than 64 characters.
+        """
+        with self._lock:
+            if len(key.api_key) > MAX_API_KEY_LENGTH:
+                raise ValueError(f"api_key longer than {MAX_API_KEY_LENGTH} characters")
+            if key.uid not in self._accounts:
+                raise NotFoundError(f"account {key.uid} not found")
+            if key.api_key in self._by_api_key:
+                raise ValueError(f"duplicate api_key {key.api_key}")
+            stored = replace(key, id=max(self._keys, default=0) + 1)
+            self._keys[stored.id] = stored
+            self._by_api_key[stored.api_key] = stored.id
+            self._revision += 1
+            return stored
+
+    def find_key(self, api_key: str) -> ApiKey | None:
+        """The key with this api_key, in any status, or None."""
+        with self._lock:
+            key_id = self._by_api_key.get(api_key)
+            return None if key_id is None else self._keys[key_id]
+
+    def save_key(self, key: ApiKey) -> None:
+        """Persist every mutable field of the key with key.id; bumps the revision.
+
+        id, api_key, uid and created_at_ms never change; last_used_at_ms only moves forwards.
+        Raises NotFoundError when key.id is unknown.
+        """
+        with self._lock:
+            current = self._keys.get(key.id)
+            if current is None:
+                raise NotFoundError(f"api key id {key.id} not found")
+            self._keys[key.id] = replace(
+                key,
+                api_key=current.api_key,
+                uid=current.uid,
+                created_at_ms=current.created_at_ms,
+                last_used_at_ms=_later(current.last_used_at_ms, key.last_used_at_ms),
+            )
+            self._revision += 1
+
+    def list_keys(
+        self,
+        *,
+        uid: int | None = None,
+        include_revoked: bool = True,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> Sequence[ApiKey]:
+        """Keys ordered by id ascending, optionally of one uid, with id > after_id.
+
+        limit None means no limit.
+        """
+        with self._lock:
+            found: list[ApiKey] = []
+            for key_id in sorted(self._keys):
+                key = self._keys[key_id]
+                if key_id <= after_id or (uid is not None and key.uid != uid):
+                    continue
+                if not include_revoked and key.status == KeyStatus.REVOKED:
+                    continue
+                if limit is not None and len(found) >= limit:
+                    break
+                found.append(key)
+            return found
+
+    def record_last_used(self, last_used: Mapping[int, int]) -> None:
+        """Set last_used_at_ms (ms) per key id when later than the stored one.
+
+        Unknown ids are ignored. Does not bump the revision.
+        """
+        with self._lock:
+            for key_id, ms in last_used.items():
+                key = self._keys.get(key_id)
+                if key is not None:
+                    self._keys[key_id] = replace(
+                        key, last_used_at_ms=_later(key.last_used_at_ms, ms)
+                    )
+
+    def revision(self) -> int:
+        """Monotonic counter bumped by every key or account change; 0 for a new store."""
+        with self._lock:
+            return self._revision
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    """The larger of two optional ms values (None is earliest)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)

@@ -1,0 +1,81 @@
+"""The SQL schema of the store, as SQLAlchemy Core tables.
+
+The Alembic migrations in keyplane/store/migrations/versions/ build exactly this schema; a test
+(tests/store/test_migrations.py) compares the two on SQLite and PostgreSQL.
+
+Times are BIGINT ms since epoch. Enums are stored as their text values; permissions in the CLI form
+("Spot:SpotTrade,..."), IP lists in the wire form ("*" when unbound, else "1.2.3.4,10.0.0.0/8").
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["REVISION_ROW", "accounts", "api_keys", "metadata", "store_meta"]
+
+#: constraint names are deterministic so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: name of the store_meta row holding the store-wide revision counter.
+REVISION_ROW = "revision"
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+#: BIGINT on PostgreSQL; INTEGER on SQLite so the column is the rowid and autoincrements.
+_Id = BigInteger().with_variant(Integer, "sqlite")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("uid", _Id, primary_key=True, autoincrement=True),
+    Column("parent_uid", _Id, ForeignKey("accounts.uid"), nullable=True, index=True),
+    Column("username", Text, nullable=False, default=""),
+    Column("note", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("created_at_ms", BigInteger, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("api_key", String(64), nullable=False, unique=True, index=True),
+    Column("uid", _Id, ForeignKey("accounts.uid"), nullable=False, index=True),
+    Column("key_type", String(16), nullable=False),
+    Column("read_only", Boolean, nullable=False),
+    Column("permissions", Text, nullable=False),
+    Column("ips", Text, nullable=False),
+    Column("note", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    Column("secret_ciphertext", LargeBinary, nullable=True),
+    Column("rsa_public_key", Text, nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("expires_at_ms", BigInteger, nullable=True),
+    Column("revoked_at_ms", BigInteger, nullable=True),
+    Column("last_used_at_ms", BigInteger, nullable=True),
+    Column("updated_at_ms", BigInteger, nullable=True),
+)
+
+store_meta = Table(
+    "store_meta",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)

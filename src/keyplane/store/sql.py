@@ -1,0 +1,425 @@
+"""SqlStore: the Store protocol on SQLAlchemy Core, for SQLite (embedded default) and PostgreSQL.
+
+Every method is one transaction. Every mutation first bumps the store_meta revision row; that
+UPDATE also serialises writers (a row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite), so uids and
+key ids can be assigned as max + 1 inside the transaction and are the same on every backend and in
+MemoryStore for the same sequence of calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
+
+from keyplane.errors import NotFoundError
+from keyplane.keys.ips import IpAllowlist
+from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus, KeyType
+from keyplane.keys.permissions import Permissions
+from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH
+from keyplane.store.schema import REVISION_ROW, accounts, api_keys, store_meta
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "SqlStore",
+    "display_url",
+    "make_engine",
+    "normalize_url",
+    "open_store",
+    "upgrade_to_head",
+]
+
+#: the Alembic script directory shipped inside the package (env.py, versions/).
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+#: execution option that makes a SQLite transaction start with BEGIN IMMEDIATE (write lock).
+_WRITE_OPTION = "keyplane_write"
+#: pg_advisory_xact_lock key serialising concurrent migrations ("kplane" in ASCII).
+_MIGRATION_LOCK_KEY = 0x6B706C616E65
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse a database URL; postgresql:// and postgres:// become postgresql+psycopg://."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def display_url(url: str | URL) -> str:
+    """The URL with any password (in userinfo or a `password` query item) shown as ***."""
+    parsed = make_url(url)
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
+
+
+def make_engine(url: str | URL) -> Engine:
+    """A sync Engine for a SQLite or PostgreSQL URL, set up the way SqlStore expects.
+
+    SQLite: creates the file's parent directory; check_same_thread=False; on every connection
+    journal_mode=WAL, foreign_keys=ON, busy_timeout=5000 (ms); write transactions (engines with
+    the keyplane_write execution option) begin with BEGIN IMMEDIATE. "sqlite://" (in memory)
+    shares one connection. PostgreSQL: psycopg 3 with pool_pre_ping.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    database = parsed.database or ""
+    in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
+    if in_memory:
+        engine = create_engine(
+            parsed, connect_args={"check_same_thread": False}, poolclass=StaticPool
+        )
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"check_same_thread": False})
+    _install_sqlite_hooks(engine)
+    return engine
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    """Take transaction control from pysqlite (SQLAlchemy's documented recipe) and set pragmas."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Run the packaged Alembic migrations up to head on engine, in one transaction.
+
+    Concurrent callers are serialised (advisory lock on PostgreSQL, write lock on SQLite).
+    """
+    from alembic import command  # imported here: only migrating needs Alembic
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    with engine.execution_options(**{_WRITE_OPTION: True}).begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def open_store(url: str, *, migrate: bool = True) -> SqlStore:
+    """Open (and by default migrate to head) the store at a database URL.
+
+    url: "sqlite:///path/keyplane.db", "postgresql+psycopg://user@host/db" (plain postgresql://
+    is accepted). Raises sqlalchemy.exc.OperationalError when the database cannot be reached.
+    """
+    engine = make_engine(url)
+    try:
+        if migrate:
+            upgrade_to_head(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return SqlStore(engine)
+
+
+class SqlStore:
+    """Store on a SQLAlchemy Engine (build it with make_engine, or use open_store).
+
+    All times are int ms since epoch. Thread-safe: each call checks a connection out of the pool.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{_WRITE_OPTION: True})
+
+    def __repr__(self) -> str:
+        return f"SqlStore({self.url_for_display!r})"
+
+    @property
+    def engine(self) -> Engine:
+        """The underlying Engine."""
+        return self._engine
+
+    @property
+    def url_for_display(self) -> str:
+        """The database URL with its password hidden; safe to log."""
+        return display_url(self._engine.url)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction that has already bumped (and so locked) the revision row."""
+        with self._writer.begin() as conn:
+            conn.execute(
+                update(store_meta)
+                .where(store_meta.c.name == REVISION_ROW)
+                .values(value=store_meta.c.value + 1)
+            )
+            yield conn
+
+    def create_account(
+        self, *, parent_uid: int | None, created_at_ms: int, username: str = "", note: str = ""
+    ) -> Account:
+        """Insert an account with uid max(uid) + 1 (first 100001).
+
+        Raises NotFoundError if parent_uid is given and unknown.
+        """
+        with self._write() as conn:
+            if parent_uid is not None and not _account_exists(conn, parent_uid):
+                raise NotFoundError(f"parent account {parent_uid} not found")
+            last = conn.execute(select(func.max(accounts.c.uid))).scalar_one()
+            account = Account(
+                uid=FIRST_UID if last is None else max(int(last) + 1, FIRST_UID),
+                parent_uid=parent_uid,
+                created_at_ms=created_at_ms,
+                username=username,
+                note=note,
+            )
+            conn.execute(insert(accounts).values(_account_values(account)))
+            return account
+
+    def find_account(self, uid: int) -> Account | None:
+        """The account with this uid, or None."""
+        with self._engine.begin() as conn:
+            row = conn.execute(select(accounts).where(accounts.c.uid == uid)).first()
+        return None if row is None else _account_from_row(row)
+
+    def save_account(self, account: Account) -> None:
+        """Persist status/note/username of an existing account; bumps the revision.
+
+        Raises NotFoundError when account.uid is unknown.
+        """
+        with self._write() as conn:
+            result = conn.execute(
+                update(accounts)
+                .where(accounts.c.uid == account.uid)
+                .values(status=str(account.status), note=account.note, username=account.username)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"account {account.uid} not found")
+
+    def list_accounts(self, *, parent_uid: int | None = None) -> Sequence[Account]:
+        """All accounts (parent_uid None) or the sub accounts of parent_uid, by uid ascending."""
+        query = select(accounts).order_by(accounts.c.uid)
+        if parent_uid is not None:
+            query = query.where(accounts.c.parent_uid == parent_uid)
+        with self._engine.begin() as conn:
+            return [_account_from_row(row) for row in conn.execute(query)]
+
+    def count_accounts(self) -> int:
+        """Number of accounts."""
+        with self._engine.begin() as conn:
+            return int(conn.execute(select(func.count()).select_from(accounts)).scalar_one())
+
+    def add_key(self, key: ApiKey) -> ApiKey:
+        """Insert a key with id max(id) + 1 (first 1); returns it with that id.
+
+        Raises NotFoundError when key.uid is unknown, ValueError on a duplicate api_key or one
+        longer than 64 characters.
+        """
+        if len(key.api_key) > MAX_API_KEY_LENGTH:
+            raise ValueError(f"api_key longer than {MAX_API_KEY_LENGTH} characters")
+        try:
+            with self._write() as conn:
+                if not _account_exists(conn, key.uid):
+                    raise NotFoundError(f"account {key.uid} not found")
+                taken = conn.execute(
+                    select(api_keys.c.id).where(api_keys.c.api_key == key.api_key)
+                ).first()
+                if taken is not None:
+                    raise ValueError(f"duplicate api_key {key.api_key}")
+                last = conn.execute(select(func.max(api_keys.c.id))).scalar_one()
+                stored = key.with_changes(id=1 if last is None else int(last) + 1)
+                conn.execute(insert(api_keys).values(id=stored.id, **_key_values(stored)))
+        except IntegrityError as exc:  # a writer outside SqlStore raced us
+            raise ValueError(f"duplicate api_key {key.api_key}") from exc
+        return stored
+
+    def find_key(self, api_key: str) -> ApiKey | None:
+        """The key with this api_key, in any status (revoked rows are kept), or None."""
+        with self._engine.begin() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.api_key == api_key)).first()
+        return None if row is None else _key_from_row(row)
+
+    def save_key(self, key: ApiKey) -> None:
+        """Persist every mutable field of the key with key.id; bumps the revision.
+
+        id, api_key, uid and created_at_ms never change; last_used_at_ms only moves forwards.
+        Raises NotFoundError when key.id is unknown.
+        """
+        values = _key_values(key)
+        for fixed in ("api_key", "uid", "created_at_ms", "last_used_at_ms"):
+            del values[fixed]
+        with self._write() as conn:
+            stmt = update(api_keys).where(api_keys.c.id == key.id).values(**values)
+            if key.last_used_at_ms is not None:
+                stmt = stmt.values(last_used_at_ms=_forward(key.last_used_at_ms))
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFoundError(f"api key id {key.id} not found")
+
+    def list_keys(
+        self,
+        *,
+        uid: int | None = None,
+        include_revoked: bool = True,
+        after_id: int = 0,
+        limit: int | None = None,
+    ) -> Sequence[ApiKey]:
+        """Keys ordered by id ascending, optionally of one uid, with id > after_id.
+
+        limit None means no limit.
+        """
+        query = select(api_keys).where(api_keys.c.id > after_id).order_by(api_keys.c.id)
+        if uid is not None:
+            query = query.where(api_keys.c.uid == uid)
+        if not include_revoked:
+            query = query.where(api_keys.c.status != str(KeyStatus.REVOKED))
+        if limit is not None:
+            query = query.limit(max(limit, 0))
+        with self._engine.begin() as conn:
+            return [_key_from_row(row) for row in conn.execute(query)]
+
+    def record_last_used(self, last_used: Mapping[int, int]) -> None:
+        """Set last_used_at_ms (ms) per key id when later than the stored one (one executemany).
+
+        Unknown ids are ignored. Does not bump the revision.
+        """
+        if not last_used:
+            return
+        stmt = (
+            update(api_keys)
+            .where(api_keys.c.id == bindparam("key_id"))
+            .where(
+                or_(
+                    api_keys.c.last_used_at_ms.is_(None),
+                    api_keys.c.last_used_at_ms < bindparam("ms"),
+                )
+            )
+            .values(last_used_at_ms=bindparam("ms"))
+        )
+        params = [{"key_id": key_id, "ms": ms} for key_id, ms in sorted(last_used.items())]
+        with self._writer.begin() as conn:
+            conn.execute(stmt, params)
+
+    def revision(self) -> int:
+        """Monotonic counter bumped by every key or account change; 0 for a new store."""
+        with self._engine.begin() as conn:
+            value = conn.execute(
+                select(store_meta.c.value).where(store_meta.c.name == REVISION_ROW)
+            ).scalar_one()
+        return int(value)
+
+    def close(self) -> None:
+        """Dispose of the engine's connection pool."""
+        self._engine.dispose()
+
+
+def _forward(ms: int) -> ColumnElement[Any]:
+    """SQL for "ms when later than the stored last_used_at_ms, else the stored value"."""
+    col = api_keys.c.last_used_at_ms
+    return case((or_(col.is_(None), col < ms), ms), else_=col)
+
+
+def _account_exists(conn: Connection, uid: int) -> bool:
+    return conn.execute(select(accounts.c.uid).where(accounts.c.uid == uid)).first() is not None
+
+
+def _account_values(account: Account) -> dict[str, Any]:
+    return {
+        "uid": account.uid,
+        "parent_uid": account.parent_uid,
+        "username": account.username,
+        "note": account.note,
+        "status": str(account.status),
+        "created_at_ms": account.created_at_ms,
+    }
+
+
+def _account_from_row(row: Row[Any]) -> Account:
+    m = row._mapping
+    return Account(
+        uid=int(m["uid"]),
+        parent_uid=None if m["parent_uid"] is None else int(m["parent_uid"]),
+        created_at_ms=int(m["created_at_ms"]),
+        username=m["username"],
+        note=m["note"],
+        status=AccountStatus(m["status"]),
+    )
+
+
+def _key_values(key: ApiKey) -> dict[str, Any]:
+    """Column values of a key, without id."""
+    return {
+        "api_key": key.api_key,
+        "uid": key.uid,
+        "key_type": str(key.key_type),
+        "read_only": key.read_only,
+        "permissions": key.permissions.to_text(),
+        "ips": key.ips.to_text(),
+        "note": key.note,
+        "status": str(key.status),
+        "secret_ciphertext": key.secret_ciphertext,
+        "rsa_public_key": key.rsa_public_key,
+        "created_at_ms": key.created_at_ms,
+        "expires_at_ms": key.expires_at_ms,
+        "revoked_at_ms": key.revoked_at_ms,
+        "last_used_at_ms": key.last_used_at_ms,
+        "updated_at_ms": key.updated_at_ms,
+    }
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _key_from_row(row: Row[Any]) -> ApiKey:
+    m = row._mapping
+    ciphertext = m["secret_ciphertext"]
+    return ApiKey(
+        id=int(m["id"]),
+        api_key=m["api_key"],
+        uid=int(m["uid"]),
+        key_type=KeyType(m["key_type"]),
+        read_only=bool(m["read_only"]),
+        permissions=Permissions.parse(m["permissions"]),
+        ips=IpAllowlist.parse(m["ips"]),
+        created_at_ms=int(m["created_at_ms"]),
+        expires_at_ms=_opt_int(m["expires_at_ms"]),
+        note=m["note"],
+        status=KeyStatus(m["status"]),
+        secret_ciphertext=None if ciphertext is None else bytes(ciphertext),
+        rsa_public_key=m["rsa_public_key"],
+        revoked_at_ms=_opt_int(m["revoked_at_ms"]),
+        last_used_at_ms=_opt_int(m["last_used_at_ms"]),
+        updated_at_ms=_opt_int(m["updated_at_ms"]),
+    )

@@ -1,0 +1,84 @@
+"""Helpers for tests that need a real service (PostgreSQL), importable from any conftest.
+
+    from tests._services import fresh_postgres_schema, postgres_url_or_skip
+
+The server comes from KEYPLANE_TEST_POSTGRES_URL (default: local trust-auth server, db `test`).
+When it does not answer the test is skipped, except under CI=true where it fails: CI must never
+pass by silently skipping the PostgreSQL half of a contract suite.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from keyplane.store.sql import display_url, normalize_url
+
+__all__ = ["DEFAULT_POSTGRES_URL", "fresh_postgres_schema", "postgres_url_or_skip"]
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+_CONNECT_TIMEOUT_S = 3
+
+
+@functools.cache
+def _probe(url: str) -> str | None:
+    """None when a connection to url succeeds, else the reason (no password in it)."""
+    engine = create_engine(normalize_url(url), connect_args={"connect_timeout": _CONNECT_TIMEOUT_S})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        engine.dispose()
+    return None
+
+
+def postgres_url_or_skip() -> str:
+    """The test PostgreSQL URL (postgresql+psycopg://...) once it answers.
+
+    Calls pytest.skip when it does not, or pytest.fail when the env var CI is "true".
+    """
+    url = normalize_url(os.environ.get("KEYPLANE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    raw = url.render_as_string(hide_password=False)
+    problem = _probe(raw)
+    if problem is not None:
+        reason = (
+            f"PostgreSQL at {display_url(url)} is not reachable ({problem}); "
+            "set KEYPLANE_TEST_POSTGRES_URL to a server to run these tests"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return raw
+
+
+@contextmanager
+def fresh_postgres_schema(url: str) -> Iterator[str]:
+    """Create schema kp_test_<random>, yield a URL whose connections use it, then drop it.
+
+    The yielded URL sets `options=-csearch_path=<schema>`, so unqualified tables (and Alembic's
+    alembic_version) live in the fresh schema; parallel test runs never share tables.
+    """
+    schema = f"kp_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        parsed = make_url(url)
+        options = f"{parsed.query.get('options', '')} -csearch_path={schema}".strip()
+        scoped = parsed.update_query_dict({"options": options})
+        try:
+            yield scoped.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
