@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/keyplane serve --host $(HOST) --port $(PORT)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src
 
 typecheck: $(STAMP)
@@ -31,6 +31,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/auth_overhead.py
 
 clean:

@@ -15,6 +15,8 @@ __all__ = ["ROUTES", "Grant", "RoutePolicy", "find_route", "is_known_path"]
 Grant = tuple[str, str]
 
 _WALLET_ADMIN: tuple[Grant, ...] = (("Wallet", "AccountTransfer"), ("Wallet", "SubMemberTransfer"))
+#: a sub key acting on itself may hold the sub-side transfer grant instead of a master's.
+_SUB_KEY_ADMIN: tuple[Grant, ...] = (*_WALLET_ADMIN, ("Wallet", "SubMemberTransferList"))
 _CONTRACT: tuple[Grant, ...] = (("ContractTrade", "Order"), ("Derivatives", "DerivativesTrade"))
 _TRADE_BY_CATEGORY: Mapping[str, tuple[Grant, ...]] = {
     "spot": (("Spot", "SpotTrade"),),
@@ -69,8 +71,8 @@ _TABLE: tuple[RoutePolicy, ...] = (
     _post("/v5/user/create-sub-api", master_only=True, requires=_WALLET_ADMIN),
     _post("/v5/user/update-api", master_only=True, requires=_WALLET_ADMIN),
     _post("/v5/user/delete-api", master_only=True, requires=_WALLET_ADMIN),
-    _post("/v5/user/update-sub-api", requires=_WALLET_ADMIN),
-    _post("/v5/user/delete-sub-api", requires=_WALLET_ADMIN),
+    _post("/v5/user/update-sub-api", requires=_SUB_KEY_ADMIN),
+    _post("/v5/user/delete-sub-api", requires=_SUB_KEY_ADMIN),
     # account and asset reads
     _get("/v5/account/info"),
     _get("/v5/account/wallet-balance"),

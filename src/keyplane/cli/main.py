@@ -1,0 +1,380 @@
+"""`keyplane` commands: init, serve, accounts, keys, kek.
+
+Every command takes `--db URL` (else KEYPLANE_DATABASE_URL, else sqlite:///./keyplane.db);
+commands that print data take `--json` (stdout then holds exactly one JSON document).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from keyplane.cli.output import console, err_console, print_json, print_kv, print_table
+from keyplane.clock import SystemClock
+from keyplane.errors import KeyplaneError
+from keyplane.keys import ApiKey, IpAllowlist, KeyEncryptionKey, Permissions, iso_utc
+from keyplane.service import InitResult, IssuedKey, KeyService
+from keyplane.settings import Settings, load_kek
+from keyplane.store import open_store
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="keyplane",
+    help="Self-hosted API-key control plane that speaks the Bybit V5 wire protocol.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+accounts_app = typer.Typer(help="Master and sub accounts.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="API keys: create, list, show, update, rotate, revoke.", no_args_is_help=True
+)
+kek_app = typer.Typer(
+    help="The key-encryption key that protects stored secrets.", no_args_is_help=True
+)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(keys_app, name="keys")
+app.add_typer(kek_app, name="kek")
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Database URL (default: KEYPLANE_DATABASE_URL or sqlite:///./keyplane.db)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _settings(db: str | None) -> Settings:
+    return Settings(database_url=db) if db else Settings()
+
+
+@contextmanager
+def _service(db: str | None) -> Iterator[KeyService]:
+    """Open the store and KEK for one command; errors become a clean exit code 1."""
+    settings = _settings(db)
+    try:
+        store = open_store(settings.database_url)
+    except Exception as exc:
+        _fail(f"cannot open the database: {type(exc).__name__}: {exc}")
+    try:
+        yield KeyService(store, _kek(settings), SystemClock())
+    except KeyplaneError as exc:
+        _fail(exc.ret_msg)
+    finally:
+        store.close()
+
+
+def _kek(settings: Settings) -> KeyEncryptionKey:
+    try:
+        return load_kek(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+def _issued_json(issued: IssuedKey) -> dict[str, Any]:
+    return {
+        "id": str(issued.key.id),
+        "apiKey": issued.key.api_key,
+        "secret": issued.secret.reveal() if issued.secret is not None else "",
+    }
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": str(key.id),
+        "apiKey": key.api_key,
+        "uid": key.uid,
+        "type": key.key_type.value,
+        "note": key.note,
+        "status": key.status.value,
+        "readOnly": int(key.read_only),
+        "permissions": key.permissions.to_wire(),
+        "ips": key.ips.to_list(),
+        "createdAt": iso_utc(key.created_at_ms),
+        "expiredAt": iso_utc(key.expires_at_ms),
+        "revokedAt": iso_utc(key.revoked_at_ms),
+        "lastUsedAt": iso_utc(key.last_used_at_ms),
+    }
+
+
+def _print_init(result: InitResult, *, as_json: bool, url: str | None = None) -> None:
+    secret = result.issued.secret.reveal() if result.issued.secret else ""
+    api_key = result.issued.key.api_key
+    if as_json:
+        print_json({"uid": result.account.uid, "apiKey": api_key, "secret": secret})
+        return
+    console.print("[bold green]Created the first master account and master key.[/bold green]")
+    print_kv(
+        "master key (the secret is shown only now)",
+        {
+            "uid": result.account.uid,
+            "apiKey": api_key,
+            "secret": secret,
+        },
+    )
+    if url:
+        console.print("pybit:", style="bold")
+        console.print(
+            "from pybit.unified_trading import HTTP\n"
+            f'session = HTTP(api_key="{api_key}", api_secret="{secret}")\n'
+            f'session.endpoint = "{url}"\n'
+            'print(session.get_wallet_balance(accountType="UNIFIED"))',
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@app.command()
+def init(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Create the store and, if it is empty, the first master account and master key."""
+    with _service(db) as service:
+        result = service.initialize()
+    if result is None:
+        if as_json:
+            print_json({})
+        err_console.print("The store already has accounts; nothing created.")
+        return
+    _print_init(result, as_json=as_json)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    db: DbOption = None,
+) -> None:
+    """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly."""
+    import uvicorn
+
+    from keyplane.http.app import create_app
+
+    settings = _settings(db).model_copy(update={"host": host, "port": port})
+    with _service(settings.database_url) as service:
+        result = service.initialize()
+    if result is not None:
+        _print_init(result, as_json=False, url=f"http://{host}:{port}")
+    err_console.print(
+        f"keyplane serving on http://{host}:{port} (database {_display_db(settings)})"
+    )
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def _display_db(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    parent: Annotated[
+        int | None, typer.Option("--parent", help="Master uid: make a sub account.")
+    ] = None,
+    username: Annotated[str, typer.Option(help="Account name.")] = "",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a master account, or a sub account with --parent UID."""
+    with _service(db) as service:
+        account = service.create_account(parent_uid=parent, username=username)
+    if as_json:
+        print_json({"uid": account.uid})
+    else:
+        kind = "sub account" if parent else "master account"
+        console.print(f"Created {kind} uid [bold]{account.uid}[/bold]")
+
+
+@accounts_app.command("list")
+def accounts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """List accounts."""
+    with _service(db) as service:
+        accounts = service.store.list_accounts()
+    if as_json:
+        print_json(
+            [
+                {
+                    "uid": a.uid,
+                    "parentUid": a.parent_uid,
+                    "username": a.username,
+                    "status": a.status.value,
+                    "createdAt": iso_utc(a.created_at_ms),
+                }
+                for a in accounts
+            ]
+        )
+        return
+    print_table(
+        "accounts",
+        ["uid", "parent", "username", "status", "created"],
+        [
+            (a.uid, a.parent_uid or "", a.username, a.status.value, iso_utc(a.created_at_ms))
+            for a in accounts
+        ],
+    )
+
+
+def _parse_permissions(text: str | None) -> Permissions | None:
+    return None if text is None else Permissions.parse(text)
+
+
+def _parse_ips(text: str | None) -> IpAllowlist | None:
+    return None if text is None else IpAllowlist.parse(text)
+
+
+@keys_app.command("create")
+def keys_create(
+    uid: Annotated[int, typer.Option(help="Account that owns the key.")],
+    label: Annotated[str, typer.Option(help="Note shown with the key.")] = "",
+    permissions: Annotated[
+        str, typer.Option(help='e.g. "Spot:SpotTrade,ContractTrade:Order".')
+    ] = "",
+    read_only: Annotated[bool, typer.Option("--read-only", help="Read-only key.")] = False,
+    ips: Annotated[
+        str, typer.Option(help='Bound IPs/CIDRs, e.g. "127.0.0.1,10.0.0.0/8"; "*" = unbound.')
+    ] = "*",
+    rsa_public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--rsa-public-key", help="PEM file: make an RSA key.", exists=True, dir_okay=False
+        ),
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a key; the HMAC secret is printed once and never again."""
+    with _service(db) as service:
+        issued = service.create_key(
+            uid,
+            note=label,
+            read_only=read_only,
+            permissions=Permissions.parse(permissions),
+            ips=IpAllowlist.parse(ips),
+            rsa_public_key=rsa_public_key.read_text() if rsa_public_key else None,
+        )
+    if as_json:
+        print_json(_issued_json(issued))
+        return
+    print_kv("new key (the secret is shown only now)", {**_issued_json(issued), "uid": uid})
+
+
+@keys_app.command("list")
+def keys_list(
+    uid: Annotated[int | None, typer.Option(help="Only keys of this account.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List keys (revoked keys included, with their status); never secrets."""
+    with _service(db) as service:
+        keys = service.store.list_keys(uid=uid)
+    if as_json:
+        print_json([_key_json(k) for k in keys])
+        return
+    print_table(
+        "api keys",
+        ["apiKey", "uid", "type", "status", "readOnly", "ips", "expires", "note"],
+        [
+            (
+                k.api_key,
+                k.uid,
+                k.key_type.value,
+                k.status.value,
+                int(k.read_only),
+                k.ips.to_text(),
+                iso_utc(k.expires_at_ms) or "never",
+                k.note,
+            )
+            for k in keys
+        ],
+    )
+
+
+@keys_app.command("show")
+def keys_show(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Show one key's settings (never its secret)."""
+    with _service(db) as service:
+        key = service.get_key(api_key)
+    document = _key_json(key)
+    if as_json:
+        print_json(document)
+        return
+    document["permissions"] = key.permissions.to_text() or "(none)"
+    document["ips"] = key.ips.to_text()
+    print_kv(f"api key {api_key}", document)
+
+
+@keys_app.command("update")
+def keys_update(
+    api_key: str,
+    permissions: Annotated[str | None, typer.Option(help="Replace all permissions.")] = None,
+    ips: Annotated[
+        str | None, typer.Option(help='Replace bound IPs; "*" = unbound (90-day expiry).')
+    ] = None,
+    read_only: Annotated[
+        bool | None, typer.Option("--read-only/--read-write", help="Access mode.")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="New note.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a key's permissions, IPs, access mode or note (live servers: within 1 s)."""
+    with _service(db) as service:
+        key = service.update_key(
+            api_key,
+            read_only=read_only,
+            permissions=_parse_permissions(permissions),
+            ips=_parse_ips(ips),
+            note=label,
+        )
+    if as_json:
+        print_json(_key_json(key))
+    else:
+        console.print(f"Updated {api_key}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Issue a new key with the same settings; the old key works until you revoke it."""
+    with _service(db) as service:
+        issued = service.rotate_key(api_key)
+    if as_json:
+        print_json(_issued_json(issued))
+        return
+    print_kv("rotated key (the secret is shown only now)", _issued_json(issued))
+    console.print(f"The old key {api_key} stays valid until: keyplane keys revoke {api_key}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Revoke a key for good: running servers refuse it within 1 s (retCode 10003)."""
+    with _service(db) as service:
+        key = service.revoke_key(api_key)
+    if as_json:
+        print_json(_key_json(key))
+    else:
+        console.print(f"Revoked {api_key}")
+
+
+@kek_app.command("generate")
+def kek_generate() -> None:
+    """Print a new key-encryption key for KEYPLANE_KEK (base64 of 32 bytes)."""
+    print(KeyEncryptionKey.generate().to_base64().reveal())
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="keyplane")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

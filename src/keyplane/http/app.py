@@ -1,0 +1,128 @@
+"""The ASGI application: routes, the auth middleware, background upkeep, error mapping."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from keyplane.auth.cache import KeyCache
+from keyplane.clock import Clock, SystemClock
+from keyplane.errors import KeyplaneError
+from keyplane.http.envelope import envelope_response
+from keyplane.http.errors import http_status_for
+from keyplane.http.key_management import key_management_routes
+from keyplane.http.middleware import AuthMiddleware
+from keyplane.http.usage import LastUsedRecorder
+from keyplane.keys import KeyEncryptionKey
+from keyplane.service import KeyService
+from keyplane.settings import Settings, load_kek
+from keyplane.store import Store, open_store
+from keyplane.venue import VenueConfig, VenueState, venue_routes
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("keyplane.http")
+
+
+async def _keyplane_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, KeyplaneError)
+    return envelope_response(
+        None,
+        now_ms=request.app.state.clock.now_ms(),
+        ret_code=exc.ret_code,
+        ret_msg=exc.ret_msg,
+        status_code=http_status_for(exc),
+    )
+
+
+async def _healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    clock: Clock | None = None,
+    kek: KeyEncryptionKey | None = None,
+    venue: VenueState | None = None,
+) -> Starlette:
+    """Build the keyplane ASGI app; any port (store, clock, KEK, venue) can be swapped.
+
+    With no store, opens (and migrates) settings.database_url. The app owns the store it
+    opened and closes it on shutdown. Background upkeep while running: key-cache invalidation
+    by polling the store revision every settings.cache_poll_ms, and lastUsedAt flushes every
+    settings.last_used_flush_ms.
+    """
+    settings = settings or Settings()
+    owns_store = store is None
+    the_store: Store = store if store is not None else open_store(settings.database_url)
+    the_clock: Clock = clock or SystemClock()
+    service = KeyService(the_store, kek or load_kek(settings), the_clock)
+    cache = KeyCache(service.key_entry)
+    last_used = LastUsedRecorder()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_poll_revision, the_store, cache, settings.cache_poll_ms)
+            tasks.start_soon(_flush_last_used, the_store, last_used, settings.last_used_flush_ms)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+        await anyio.to_thread.run_sync(last_used.flush, the_store)
+        if owns_store:
+            the_store.close()
+
+    routes = [Route("/healthz", _healthz), *key_management_routes(), *venue_routes()]
+    app = Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                AuthMiddleware,
+                cache=cache,
+                clock=the_clock,
+                last_used=last_used,
+                max_body_bytes=settings.max_body_bytes,
+                trusted_proxies=settings.trusted_proxies,
+            )
+        ],
+        exception_handlers={KeyplaneError: _keyplane_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.store = the_store
+    app.state.clock = the_clock
+    app.state.service = service
+    app.state.cache = cache
+    app.state.venue = venue or VenueState(VenueConfig())
+    return app
+
+
+async def _poll_revision(store: Store, cache: KeyCache, every_ms: int) -> None:
+    """Drop cached keys whenever another process (CLI, node) changed the store."""
+    while True:
+        try:
+            cache.sync_revision(await anyio.to_thread.run_sync(store.revision))
+        except Exception:  # store briefly unreachable: keep the cache, try again
+            log.warning("store revision poll failed", exc_info=True)
+            cache.clear()
+        await anyio.sleep(every_ms / 1000)
+
+
+async def _flush_last_used(store: Store, last_used: LastUsedRecorder, every_ms: int) -> None:
+    while True:
+        await anyio.sleep(every_ms / 1000)
+        try:
+            await anyio.to_thread.run_sync(last_used.flush, store)
+        except Exception:
+            log.warning("lastUsedAt flush failed", exc_info=True)

@@ -1,0 +1,207 @@
+"""The auth middleware: raw ASGI on the hot path.
+
+For every HTTP request: route lookup (10017 / HTTP 404), method check (HTTP 400), body read with
+a size cap (HTTP 413, before the body is read whole), then for private routes the pipeline of
+keyplane.auth (headers, key cache, timestamp, signature, state, expiry, IP, permission), then
+parameter parsing. The verified AuthContext and the parsed params go into the ASGI scope for the
+route handlers. Every failure leaves as the V5 envelope; no traceback leaves the process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyplane.auth.cache import KeyCache
+from keyplane.auth.context import AUTH_SCOPE_KEY, PARAMS_SCOPE_KEY
+from keyplane.auth.headers import parse_auth_headers, parse_query, query_sign_candidates
+from keyplane.auth.pipeline import authenticate, authorize
+from keyplane.clock import Clock
+from keyplane.errors import KeyplaneError, ParameterError, RouteNotFoundError
+from keyplane.http.envelope import envelope_bytes
+from keyplane.http.errors import BodyTooLargeError, MethodNotAllowedError, http_status_for
+from keyplane.http.usage import LastUsedRecorder
+from keyplane.policy import find_route
+
+__all__ = ["AuthMiddleware", "client_ip_of"]
+
+log = structlog.get_logger("keyplane.http")
+
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_PASS_THROUGH = frozenset({"/healthz", "/readyz"})
+
+
+def client_ip_of(scope: Scope, trusted: Sequence[_Network]) -> str:
+    """The client IP: the socket peer, or (only when the peer is a trusted proxy) the right-most
+    X-Forwarded-For entry that is not itself a trusted proxy."""
+    client = scope.get("client")
+    peer = client[0] if client else ""
+    if not trusted or not _in(peer, trusted):
+        return str(peer)
+    forwarded: list[str] = []
+    for name, value in scope["headers"]:
+        if name == b"x-forwarded-for":
+            forwarded.extend(p.strip() for p in value.decode("latin-1").split(","))
+    for hop in reversed(forwarded):
+        if hop and not _in(hop, trusted):
+            return hop
+    return str(peer)
+
+
+def _in(ip: str, networks: Sequence[_Network]) -> bool:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr.version == n.version and addr in n for n in networks)
+
+
+def _parse_json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ParameterError("request body is not valid UTF-8") from exc
+    except json.JSONDecodeError as exc:
+        raise ParameterError(f"request body is not valid JSON: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise ParameterError("request body must be a JSON object")
+    return data
+
+
+class AuthMiddleware:
+    """Raw ASGI middleware that authenticates and authorises every V5 request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cache: KeyCache,
+        clock: Clock,
+        last_used: LastUsedRecorder,
+        max_body_bytes: int,
+        trusted_proxies: Sequence[str] = (),
+    ) -> None:
+        self.app = app
+        self.cache = cache
+        self.clock = clock
+        self.last_used = last_used
+        self.max_body_bytes = max_body_bytes
+        self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _PASS_THROUGH:
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            replay = await self._admit(scope, receive)
+            await self.app(scope, replay, tracking_send)
+        except KeyplaneError as exc:
+            if not started:
+                await self._send_error(send, exc)
+        except Exception:  # the last guard: log it, answer 10016, keep serving
+            log.exception("unhandled error", path=scope.get("path"))
+            if not started:
+                await self._send_error(send, KeyplaneError())
+
+    async def _admit(self, scope: Scope, receive: Receive) -> Receive:
+        method, path = scope["method"], scope["path"]
+        if method not in ("GET", "POST"):
+            raise MethodNotAllowedError()
+        policy = find_route(method, path)
+        if policy is None:
+            raise RouteNotFoundError()
+        body = await self._read_body(scope, receive)
+        raw_query: bytes = scope.get("query_string", b"")
+        if not policy.public:
+            headers = parse_auth_headers(scope["headers"])
+            found, entry = self.cache.peek(headers.api_key)
+            if not found:
+                entry = await anyio.to_thread.run_sync(self.cache.load, headers.api_key)
+            payloads = query_sign_candidates(raw_query) if method == "GET" else (body,)
+            now = self.clock.now_ms()
+            context = authenticate(
+                headers,
+                payloads,
+                entry,
+                client_ip=client_ip_of(scope, self.trusted),
+                now_ms=now,
+            )
+            params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
+            category = params.get("category")
+            authorize(context, policy, category if isinstance(category, str) else None)
+            self.last_used.mark(context.key.id, now)
+            scope[AUTH_SCOPE_KEY] = context
+        else:
+            params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
+        scope[PARAMS_SCOPE_KEY] = params
+        return _replay(body, receive)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError as exc:
+                    raise ParameterError("invalid Content-Length header") from exc
+                if declared > self.max_body_bytes:
+                    raise BodyTooLargeError()
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ParameterError("client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise BodyTooLargeError()
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _send_error(self, send: Send, exc: KeyplaneError) -> None:
+        body = envelope_bytes(
+            None, now_ms=self.clock.now_ms(), ret_code=exc.ret_code, ret_msg=exc.ret_msg
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": http_status_for(exc),
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _replay(body: bytes, upstream: Receive) -> Receive:
+    """A receive() that hands the already-read body over once, then defers to the server."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await upstream()
+
+    return receive
