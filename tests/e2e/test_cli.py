@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,13 @@ class TestCliAgainstLiveServer:
         session = HTTP(api_key=made["apiKey"], api_secret=made["secret"], max_retries=1)
         session.endpoint = server.url
         assert session.get_wallet_balance(accountType="UNIFIED")["retCode"] == 0
+        deadline = time.monotonic() + 3
+        while not (
+            shown := keyplane_json("keys", "show", made["apiKey"], db=server.db_url, env=env)
+        )["lastUsedAt"]:
+            assert time.monotonic() < deadline, "lastUsedAt not recorded within ~1 s flushes"
+            time.sleep(0.2)
+        assert shown["lastUsedAt"].endswith("Z")
 
     @pytest.mark.parametrize("kind", ["wrong-kek"])
     def test_wrong_kek_cannot_issue_usable_keys(self, server: Server, kind: str) -> None:
