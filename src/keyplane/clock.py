@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "FrozenClock", "SystemClock"]
+__all__ = ["Clock", "FrozenClock", "OffsetClock", "SystemClock"]
 
 
 class Clock(Protocol):
@@ -44,3 +44,14 @@ class FrozenClock:
     def set(self, now_ms: int) -> None:
         """Jump to an absolute instant (ms since epoch)."""
         self._now_ms = now_ms
+
+
+class OffsetClock:
+    """The system clock shifted by offset_ms (int, ms; positive = ahead); for skew tests."""
+
+    def __init__(self, offset_ms: int) -> None:
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        """System time plus the offset, int ms since epoch."""
+        return time.time_ns() // 1_000_000 + self.offset_ms

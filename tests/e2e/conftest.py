@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pybit.exceptions import InvalidRequestError
 
-from keyplane.clock import SystemClock
+from keyplane.clock import Clock, SystemClock
 from keyplane.http.app import create_app
 from keyplane.keys import IpAllowlist, KeyEncryptionKey, Permissions
 from keyplane.service import KeyService
@@ -57,6 +58,13 @@ class Server:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """keyplane serving a fresh SQLite database, initialised like `keyplane serve` does."""
+    with serving(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def serving(tmp_path: Path, *, clock: Clock | None = None) -> Iterator[Server]:
+    """Start a server on a fresh SQLite database under tmp_path (optionally with a skewed clock)."""
     db_path = tmp_path / "keyplane.db"
     db_url = f"sqlite:///{db_path}"
     kek = KeyEncryptionKey.generate()
@@ -66,7 +74,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     init = service.initialize()
     assert init is not None
     assert init.issued.secret is not None
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     with running_server(app) as url:
         yield Server(
             url=url,
