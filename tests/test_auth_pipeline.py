@@ -52,7 +52,7 @@ def make_entry(**changes: object) -> KeyEntry:
         expires_at_ms=NOW + 10_000,
     ).with_changes(**changes)
     account = Account(uid=100001, parent_uid=None, created_at_ms=NOW - 5000)
-    return KeyEntry(key=key, account=account, verifier=HmacVerifier(Secret(SECRET)))
+    return KeyEntry(key=key, account=account, verifier=HmacVerifier.from_secret(Secret(SECRET)))
 
 
 def headers(

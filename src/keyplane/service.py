@@ -235,7 +235,9 @@ class KeyService:
     def _verifier(self, key: ApiKey) -> Verifier:
         if key.key_type is KeyType.RSA:
             return RsaVerifier(load_rsa_public_key(key.rsa_public_key or ""))
-        return HmacVerifier(self.kek.decrypt(key.secret_ciphertext or b"", associated=key.api_key))
+        return HmacVerifier.from_secret(
+            self.kek.decrypt(key.secret_ciphertext or b"", associated=key.api_key)
+        )
 
     def _live_key(self, api_key: str) -> ApiKey:
         key = self.get_key(api_key)

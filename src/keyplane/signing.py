@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from keyplane.secret import Secret
 
 __all__ = [
+    "HmacKey",
     "load_rsa_private_key",
     "load_rsa_public_key",
     "sign_hmac",
@@ -75,6 +76,35 @@ def verify_hmac(secret: Secret[str] | str, message: bytes, signature: str) -> bo
     except UnicodeEncodeError:
         return False
     return hmac.compare_digest(expected, given)
+
+
+class HmacKey:
+    """An HMAC-SHA256 key prepared once (inner/outer pads hashed) for many signatures.
+
+    The hot path keeps one per cached api key; repr is masked.
+    """
+
+    __slots__ = ("_mac",)
+
+    def __init__(self, secret: Secret[str] | str) -> None:
+        self._mac = hmac.new(_secret_bytes(secret), digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "HmacKey('**********')"
+
+    def sign(self, message: bytes) -> str:
+        """HMAC-SHA256 of message, lowercase hex."""
+        mac = self._mac.copy()
+        mac.update(message)
+        return mac.hexdigest()
+
+    def verify(self, message: bytes, signature: str) -> bool:
+        """Constant-time check of a hex signature (any case); never raises."""
+        try:
+            given = signature.lower().encode("ascii")
+        except UnicodeEncodeError:
+            return False
+        return hmac.compare_digest(self.sign(message).encode("ascii"), given)
 
 
 def load_rsa_private_key(pem: Secret[str] | str) -> rsa.RSAPrivateKey:

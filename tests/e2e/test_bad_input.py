@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -87,6 +88,19 @@ class TestBadInput:
         """A body over 1 MiB -> HTTP 413 with the envelope (10001), before it is read whole."""
         payload = json.dumps({"note": "x" * (1024 * 1024)}).encode()
         r = client.post("/v5/order/create", content=payload, headers=signed_headers(server, b""))
+        assert r.status_code == 413
+        assert envelope(r)["retCode"] == 10001
+
+    def test_chunked_body_over_one_mib_is_refused(
+        self, server: Server, client: httpx.Client
+    ) -> None:
+        """A chunked body with no Content-Length is cut off at 1 MiB: HTTP 413, 10001."""
+
+        def chunks() -> Iterator[bytes]:
+            for _ in range(24):
+                yield b"x" * 65_536
+
+        r = client.post("/v5/order/create", content=chunks(), headers=signed_headers(server, b""))
         assert r.status_code == 413
         assert envelope(r)["retCode"] == 10001
 

@@ -39,7 +39,7 @@ from keyplane.errors import (
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus
 from keyplane.policy import RoutePolicy
 from keyplane.secret import Secret
-from keyplane.signing import string_to_sign, verify_hmac, verify_rsa
+from keyplane.signing import HmacKey, string_to_sign, verify_rsa
 
 __all__ = [
     "FUTURE_TOLERANCE_MS",
@@ -71,11 +71,16 @@ class Verifier(Protocol):
 class HmacVerifier:
     """HMAC-SHA256 (lowercase hex) under the key's decrypted secret; repr is masked."""
 
-    secret: Secret[str]
+    key: HmacKey
+
+    @classmethod
+    def from_secret(cls, secret: Secret[str]) -> HmacVerifier:
+        """Prepare the HMAC key once, for every later request of this api key."""
+        return cls(HmacKey(secret))
 
     def verify(self, message: bytes, signature: str) -> bool:
-        """Constant-time HMAC check (keyplane.signing.verify_hmac)."""
-        return verify_hmac(self.secret, message, signature)
+        """Constant-time HMAC check (keyplane.signing.HmacKey.verify)."""
+        return self.key.verify(message, signature)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,7 +126,8 @@ class AuthMiddleware:
         policy = find_route(method, path)
         if policy is None:
             raise RouteNotFoundError()
-        body = await self._read_body(scope, receive)
+        read = await self._read_body(scope, receive)
+        body = read or b""
         raw_query: bytes = scope.get("query_string", b"")
         if not policy.public:
             headers = parse_auth_headers(scope["headers"])
@@ -150,9 +151,16 @@ class AuthMiddleware:
         else:
             params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
         scope[PARAMS_SCOPE_KEY] = params
-        return _replay(body, receive)
+        return receive if read is None else _replay(read, receive)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, capped at max_body_bytes; None when the request declares none.
+
+        A request without Content-Length or Transfer-Encoding has no body (RFC 9112 §6.3), so
+        the common GET costs no receive() round trip.
+        """
+        declared: int | None = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -161,6 +169,10 @@ class AuthMiddleware:
                     raise ParameterError("invalid Content-Length header") from exc
                 if declared > self.max_body_bytes:
                     raise BodyTooLargeError()
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and not declared:
+            return None
         chunks: list[bytes] = []
         size = 0
         more = True
