@@ -104,6 +104,14 @@ class TestBadInput:
         assert r.status_code == 413
         assert envelope(r)["retCode"] == 10001
 
+    def test_forwarded_for_cannot_spoof_a_bound_ip(self, server: Server) -> None:
+        """X-Forwarded-For from an untrusted peer is ignored: a bound key still gets 10010."""
+        api_key, secret = server.new_key(ips="192.0.2.10")
+        bound = Server(**{**server.__dict__, "api_key": api_key, "secret": secret})
+        with httpx.Client(base_url=server.url) as c:
+            h = signed_headers(bound, b"") | {"X-Forwarded-For": "192.0.2.10"}
+            assert envelope(c.get("/v5/account/info", headers=h))["retCode"] == 10010
+
     def test_unknown_route_is_404_10017(self, client: httpx.Client) -> None:
         """Unknown paths -> HTTP 404, retCode 10017."""
         r = client.get("/v5/nope")

@@ -152,6 +152,13 @@ def init(db: DbOption = None, as_json: JsonOption = False) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    trusted_proxies: Annotated[
+        str | None,
+        typer.Option(
+            "--trusted-proxies",
+            help="IPs/CIDRs whose X-Forwarded-For is believed (KEYPLANE_TRUSTED_PROXIES).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly."""
@@ -159,7 +166,13 @@ def serve(
 
     from keyplane.http.app import create_app
 
-    settings = _settings(db).model_copy(update={"host": host, "port": port})
+    overrides: dict[str, Any] = {"host": host, "port": port}
+    if trusted_proxies is not None:
+        overrides["trusted_proxies"] = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
+    try:
+        settings = Settings.model_validate({**_settings(db).model_dump(), **overrides})
+    except ValueError as exc:
+        _fail(f"invalid setting: {exc}")
     with _service(settings.database_url) as service:
         result = service.initialize()
     if result is not None:
