@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keyplane.auth.context import AUTH_SCOPE_KEY, PARAMS_SCOPE_KEY, AuthContext
 from keyplane.auth.headers import parse_query
 from keyplane.http.app import create_app
+from keyplane.http.server import uvicorn_config
 from keyplane.settings import Settings
 
 
@@ -54,13 +55,8 @@ def main() -> None:
     parser.add_argument("--db", required=True)
     parser.add_argument("--api-key", required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        build(args.mode, args.db, args.api_key),
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-    )
+    app = build(args.mode, args.db, args.api_key)
+    uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=args.port)).run()
 
 
 if __name__ == "__main__":

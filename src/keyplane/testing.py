@@ -16,6 +16,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from keyplane.clock import FrozenClock
+from keyplane.http.server import uvicorn_config
 from keyplane.store.memory import MemoryStore
 
 __all__ = ["FrozenClock", "MemoryStore", "free_port", "running_server"]
@@ -37,8 +38,7 @@ def running_server(app: ASGIApp, *, port: int | None = None) -> Iterator[str]:
     shutdown included) on exit.
     """
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port))
     thread = threading.Thread(target=server.run, name=f"keyplane-test-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -6,6 +6,7 @@ commands that print data take `--json` (stdout then holds exactly one JSON docum
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -165,6 +166,7 @@ def serve(
     import uvicorn
 
     from keyplane.http.app import create_app
+    from keyplane.http.server import uvicorn_config
 
     overrides: dict[str, Any] = {"host": host, "port": port}
     if trusted_proxies is not None:
@@ -180,7 +182,10 @@ def serve(
     err_console.print(
         f"keyplane serving on http://{host}:{port} (database {_display_db(settings)})"
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port))
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
+        server.run()
+    err_console.print("keyplane stopped")
 
 
 def _display_db(settings: Settings) -> str:
