@@ -83,7 +83,7 @@ class TestCliLifecycle:
             created["apiKey"]: "revoked",
             rotated["apiKey"]: "active",
         }
-        raw = (tmp_path / "k.db").read_bytes()
+        raw = b"".join(p.read_bytes() for p in tmp_path.glob("k.db*"))  # db, -wal, -shm
         for secret in (first["secret"], created["secret"], rotated["secret"]):
             assert secret.encode() not in raw
 
@@ -106,6 +106,18 @@ class TestCliLifecycle:
         assert result.returncode == 0
         assert first["apiKey"] in result.stdout
         assert first["secret"] not in result.stdout
+
+    def test_rsa_key_from_pem_file(self, tmp_path: Path, rsa_private_pem: tuple[str, str]) -> None:
+        """keys create --rsa-public-key PEM_FILE makes an RSA key with no secret."""
+        db = f"sqlite:///{tmp_path / 'k.db'}"
+        first = keyplane_json("init", db=db)
+        pem = tmp_path / "bot.pub.pem"
+        pem.write_text(rsa_private_pem[1])
+        made = keyplane_json(
+            "keys", "create", "--uid", str(first["uid"]), "--rsa-public-key", str(pem), db=db
+        )
+        assert made["secret"] == ""
+        assert keyplane_json("keys", "show", made["apiKey"], db=db)["type"] == "rsa"
 
 
 class TestCliAgainstLiveServer:
