@@ -78,6 +78,7 @@ _TABLE: tuple[RoutePolicy, ...] = (
     _get("/v5/account/wallet-balance"),
     _get("/v5/asset/coin/query-info"),
     _get("/v5/order/realtime"),
+    _get("/v5/order/history"),
     _get("/v5/position/list"),
     # trading and money movement
     _post("/v5/order/create", by_category=_TRADE_BY_CATEGORY, requires=_CONTRACT),

@@ -4,19 +4,13 @@ Wire it into an app with `venue_routes()` behind the auth middleware, `app.state
 VenueState(VenueConfig())` and `app.state.clock` (a keyplane Clock).
 """
 
+from keyplane.venue.balances import CoinBalance
 from keyplane.venue.instruments import COINS, Instrument, InstrumentBook, default_instruments
-from keyplane.venue.ledger import (
-    CoinBalance,
-    Order,
-    OrderNotFoundError,
-    OrderRequest,
-    Position,
-    Transfer,
-    VenueConfig,
-    VenueState,
-    Withdrawal,
-)
+from keyplane.venue.movements import Transfer, Withdrawal
+from keyplane.venue.orders import Order, OrderNotFoundError, OrderRequest
+from keyplane.venue.positions import Position
 from keyplane.venue.routes import venue_routes
+from keyplane.venue.state import VenueConfig, VenueState
 
 __all__ = [
     "COINS",

@@ -21,6 +21,8 @@ __all__ = [
     "CoinInfo",
     "Instrument",
     "InstrumentBook",
+    "check_range",
+    "check_step",
     "default_instruments",
     "fmt",
     "parse_decimal",
@@ -61,6 +63,23 @@ def parse_decimal(value: object, name: str) -> Decimal:
 def round_down(value: Decimal, step: Decimal) -> Decimal:
     """value rounded down to a multiple of step (step > 0)."""
     return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
+
+
+def check_step(value: Decimal, step: Decimal, name: str, rule: str) -> None:
+    """Raise ParameterError (10001) unless value is a whole multiple of step (same unit);
+    name is the parameter and rule the filter (e.g. "tickSize") named in the message."""
+    if value % step != 0:
+        raise ParameterError(f"{name} {fmt(value)} has too many decimals: {rule} is {fmt(step)}")
+
+
+def check_range(value: Decimal, low: Decimal, high: Decimal, name: str, rules: str) -> None:
+    """Raise ParameterError (10001) unless low <= value <= high (same unit); rules is
+    "minRule/maxRule", the instrument fields named in the message."""
+    low_rule, _, high_rule = rules.partition("/")
+    if value < low:
+        raise ParameterError(f"{name} {fmt(value)} is below the minimum {low_rule} {fmt(low)}")
+    if value > high:
+        raise ParameterError(f"{name} {fmt(value)} is above the maximum {high_rule} {fmt(high)}")
 
 
 @dataclass(frozen=True, slots=True)

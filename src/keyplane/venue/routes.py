@@ -24,8 +24,10 @@ from starlette.routing import Route
 from keyplane.auth.context import AUTH_SCOPE_KEY, PARAMS_SCOPE_KEY, AuthContext
 from keyplane.errors import KeyplaneError, ParameterError
 from keyplane.http.envelope import reply
+from keyplane.venue.balances import UNIFIED, CoinBalance
 from keyplane.venue.instruments import COINS, fmt, parse_decimal
-from keyplane.venue.ledger import UNIFIED, CoinBalance, OrderRequest, VenueState
+from keyplane.venue.orders import Order, OrderFilters, OrderRequest
+from keyplane.venue.state import VenueState
 
 __all__ = ["venue_routes"]
 
@@ -33,6 +35,11 @@ _T = TypeVar("_T")
 _TRADED = ("spot", "linear")
 _LINK_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _RATE = Decimal("0.0001")
+#: Bybit V5 orderStatus values; /v5/order/history lists only the closed ones among them.
+_ORDER_STATUSES = (
+    "Created", "New", "Rejected", "PartiallyFilled", "PartiallyFilledCanceled", "Filled",
+    "Cancelled", "Untriggered", "Triggered", "Deactivated",
+)  # fmt: skip
 
 
 class _Params:
@@ -279,6 +286,20 @@ async def coin_query_info(request: Request) -> Response:
     return reply(request, {"rows": rows})
 
 
+def _order_filters(p: _Params) -> OrderFilters:
+    return {
+        "symbol": p.text("symbol"),
+        "order_id": p.text("orderId"),
+        "order_link_id": p.text("orderLinkId"),
+    }
+
+
+def _order_page(request: Request, p: _Params, category: str, found: list[Order]) -> Response:
+    page, cursor = p.page(found, default=20, high=50)
+    listed = [o.to_wire() for o in page]
+    return reply(request, {"category": category, "list": listed, "nextPageCursor": cursor})
+
+
 async def order_realtime(request: Request) -> Response:
     """GET /v5/order/realtime?category=[&symbol=&orderId=&orderLinkId=&openOnly=&limit=&cursor=]
     -> {"category", "list", "nextPageCursor"}: the caller's orders only, newest first."""
@@ -287,18 +308,21 @@ async def order_realtime(request: Request) -> Response:
     open_only = p.integer("openOnly", default=0, low=0, high=2) == 0
     state, now_ms = _venue(request)
     uid = _uid(request)
-    found = state.orders(
-        uid,
-        category,
-        now_ms,
-        symbol=p.text("symbol"),
-        order_id=p.text("orderId"),
-        order_link_id=p.text("orderLinkId"),
-        open_only=open_only,
-    )
-    page, cursor = p.page(found, default=20, high=50)
-    listed = [o.to_wire() for o in page]
-    return reply(request, {"category": category, "list": listed, "nextPageCursor": cursor})
+    found = state.orders(uid, category, now_ms, open_only=open_only, **_order_filters(p))
+    return _order_page(request, p, category, found)
+
+
+async def order_history(request: Request) -> Response:
+    """GET /v5/order/history?category=[&symbol=&orderId=&orderLinkId=&orderStatus=&limit=
+    &cursor=] -> {"category", "list", "nextPageCursor"}: the caller's closed orders (Filled,
+    Cancelled, Rejected), newest first, items as in /v5/order/realtime; limit 1..50 (20)."""
+    p = await _params(request)
+    category = p.need("category")
+    status = p.choice("orderStatus", _ORDER_STATUSES)
+    state, now_ms = _venue(request)
+    uid = _uid(request)
+    found = state.order_history(uid, category, now_ms, status=status, **_order_filters(p))
+    return _order_page(request, p, category, found)
 
 
 async def position_list(request: Request) -> Response:
@@ -433,6 +457,7 @@ def venue_routes() -> list[Route]:
         Route("/v5/account/wallet-balance", wallet_balance, methods=get),
         Route("/v5/asset/coin/query-info", coin_query_info, methods=get),
         Route("/v5/order/realtime", order_realtime, methods=get),
+        Route("/v5/order/history", order_history, methods=get),
         Route("/v5/position/list", position_list, methods=get),
         Route("/v5/order/create", order_create, methods=post),
         Route("/v5/order/cancel", order_cancel, methods=post),
