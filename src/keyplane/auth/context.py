@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from keyplane.keys.model import Account, ApiKey
 
@@ -13,8 +13,7 @@ AUTH_SCOPE_KEY = "keyplane.auth"
 PARAMS_SCOPE_KEY = "keyplane.params"
 
 
-@dataclass(frozen=True, slots=True)
-class AuthContext:
+class AuthContext(NamedTuple):
     """The verified caller: its key, account and the client IP it came from."""
 
     key: ApiKey

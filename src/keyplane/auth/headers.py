@@ -8,7 +8,7 @@ Rules (Bybit V5 guide, "Authentication for HTTP requests"): X-BAPI-API-KEY, X-BA
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 from keyplane.errors import InvalidApiKeyError, ParameterError
@@ -31,8 +31,7 @@ _WANTED = frozenset({_API_KEY, _TIMESTAMP, _SIGN, _RECV_WINDOW})
 _MAX_HEADER_CHARS = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class AuthHeaders:
+class AuthHeaders(NamedTuple):
     """The auth headers as sent (text), plus their parsed numbers.
 
     timestamp_ms: int, ms since epoch. recv_window_ms: int, ms (5000 when absent).
@@ -69,22 +68,22 @@ def parse_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> AuthHeader
     ParameterError (10001) when a header is duplicated, non-ASCII, missing (timestamp, sign)
     or not a number (timestamp, recv_window).
     """
-    found: dict[bytes, str] = {}
+    text: dict[bytes, str] = {}
     for name, value in raw_headers:
         if name in _WANTED:
-            if name in found:
+            if name in text:
                 raise ParameterError(f"duplicated header {name.decode()}")
-            found[name] = _decode(name, value)
-    api_key = found.get(_API_KEY, "")
+            text[name] = _decode(name, value)
+    api_key = text.get(_API_KEY, "")
     if not api_key:
         raise InvalidApiKeyError("API key is invalid. (missing X-BAPI-API-KEY header)")
-    timestamp_text = found.get(_TIMESTAMP, "")
+    timestamp_text = text.get(_TIMESTAMP, "")
     if not timestamp_text:
         raise ParameterError("missing X-BAPI-TIMESTAMP header")
-    signature = found.get(_SIGN, "")
+    signature = text.get(_SIGN, "")
     if not signature:
         raise ParameterError("missing X-BAPI-SIGN header")
-    recv_window_text = found.get(_RECV_WINDOW, "")
+    recv_window_text = text.get(_RECV_WINDOW, "")
     recv_window_ms = (
         _as_int("X-BAPI-RECV-WINDOW", recv_window_text)
         if recv_window_text
