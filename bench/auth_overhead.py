@@ -1,6 +1,6 @@
 """Benchmark: authenticated GET (HMAC) vs the same app with auth off, interleaved on loopback.
 
-    python bench/auth_overhead.py [--rounds 5] [--seconds 5] [--connections 32]
+    python bench/auth_overhead.py [--rounds 16] [--seconds 2] [--connections 16]
 
 Starts two uvicorn processes (one with the auth middleware, one with a fixed caller), then runs
 wrk against them in alternation, round after round, so that machine noise hits both alike.
@@ -100,9 +100,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (or `make bench`)")
