@@ -300,16 +300,16 @@ def keys_list(
         return
     print_table(
         "api keys",
-        ["apiKey", "uid", "type", "status", "readOnly", "ips", "expires", "note"],
+        ["apiKey", "uid", "type", "status", "access", "expires", "ips", "note"],
         [
             (
                 k.api_key,
                 k.uid,
                 k.key_type.value,
                 k.status.value,
-                int(k.read_only),
+                "read" if k.read_only else "write",
+                iso_utc(k.expires_at_ms)[:10] or "never",
                 k.ips.to_text(),
-                iso_utc(k.expires_at_ms) or "never",
                 k.note,
             )
             for k in keys
@@ -326,7 +326,7 @@ def keys_show(api_key: str, db: DbOption = None, as_json: JsonOption = False) ->
     if as_json:
         print_json(document)
         return
-    document["permissions"] = key.permissions.to_text() or "(none)"
+    document["permissions"] = key.permissions.to_text().replace(",", "\n") or "(none)"
     document["ips"] = key.ips.to_text()
     print_kv(f"api key {api_key}", document)
 

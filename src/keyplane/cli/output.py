@@ -30,12 +30,17 @@ def print_kv(title: str, rows: Mapping[str, Any]) -> None:
     console.print(table)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A table with a header row."""
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    wrap: Sequence[str] = ("ips", "note", "username"),
+) -> None:
+    """A table with a header row; only the `wrap` columns fold, the rest (ids, dates) never do."""
     table = Table(title=title)
-    for i, column in enumerate(columns):
-        # the first column is the identifier (apiKey, uid): never wrapped, so it can be copied
-        table.add_column(column, overflow="fold", no_wrap=i == 0, min_width=None)
+    for column in columns:
+        table.add_column(column, overflow="fold", no_wrap=column not in wrap)
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
