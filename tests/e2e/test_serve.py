@@ -16,19 +16,24 @@ from pybit.unified_trading import HTTP
 from keyplane.testing import free_port
 
 
-def test_serve_prints_credentials_serves_and_stops_cleanly(tmp_path: Path) -> None:
-    """First run initialises, prints a working pybit snippet; SIGINT exits 0 without a traceback."""
-    port = free_port()
+def start_serve(cwd: Path, port: int) -> subprocess.Popen[str]:
+    """`keyplane serve --port PORT` in cwd, with no KEYPLANE_* settings inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYPLANE_")}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "keyplane", "serve", "--port", str(port)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_serve_prints_credentials_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    """First run initialises, prints a working pybit snippet; SIGINT exits 0 without a traceback."""
+    port = free_port()
+    proc = start_serve(tmp_path, port)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -54,15 +59,7 @@ def test_serve_prints_credentials_serves_and_stops_cleanly(tmp_path: Path) -> No
 
     # second start: no new credentials, the printed key still works
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keyplane", "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_serve(tmp_path, port)
     try:
         session = HTTP(api_key=match.group(1), api_secret=match.group(2), max_retries=1)
         session.endpoint = f"http://127.0.0.1:{port}"

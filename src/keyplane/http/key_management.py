@@ -31,13 +31,7 @@ _SUB_KEYS_PAGE_MAX = 20
 def key_wire(key: ApiKey, account: Account, now_ms: int) -> dict[str, Any]:
     """GET /v5/user/query-api result for a key (secret always "")."""
     return {
-        "id": str(key.id),
-        "note": key.note,
-        "apiKey": key.api_key,
-        "readOnly": int(key.read_only),
-        "secret": "",
-        "permissions": key.permissions.to_wire(),
-        "ips": key.ips.to_list(),
+        **_change_wire(key),
         "type": 1,
         "deadlineDay": key.deadline_days(now_ms),
         "expiredAt": iso_utc(key.expires_at_ms),
@@ -137,6 +131,7 @@ def _note_param(params: Mapping[str, Any]) -> str | None:
 
 
 def _change_wire(key: ApiKey) -> dict[str, Any]:
+    """The fields every key reply shares (update-api/update-sub-api result shape)."""
     return {
         "id": str(key.id),
         "note": key.note,
