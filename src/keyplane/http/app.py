@@ -22,6 +22,7 @@ from keyplane.http.key_management import key_management_routes
 from keyplane.http.middleware import AuthMiddleware
 from keyplane.http.usage import LastUsedRecorder
 from keyplane.keys import KeyEncryptionKey
+from keyplane.logs import configure_logging
 from keyplane.service import KeyService
 from keyplane.settings import Settings, load_kek
 from keyplane.store import Store, open_store
@@ -62,6 +63,7 @@ def create_app(
     by polling the store revision every settings.cache_poll_ms, and lastUsedAt flushes every
     settings.last_used_flush_ms.
     """
+    configure_logging()
     settings = settings or Settings()
     owns_store = store is None
     the_store: Store = store if store is not None else open_store(settings.database_url)
