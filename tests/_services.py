@@ -1,10 +1,11 @@
-"""Helpers for tests that need a real service (PostgreSQL), importable from any conftest.
+"""Helpers for tests that need a real service (PostgreSQL, Redis), importable from any conftest.
 
-    from tests._services import fresh_postgres_schema, postgres_url_or_skip
+    from tests._services import fresh_postgres_schema, postgres_url_or_skip, redis_url_or_skip
 
-The server comes from KEYPLANE_TEST_POSTGRES_URL (default: local trust-auth server, db `test`).
-When it does not answer the test is skipped, except under CI=true where it fails: CI must never
-pass by silently skipping the PostgreSQL half of a contract suite.
+The servers come from KEYPLANE_TEST_POSTGRES_URL (default: local trust-auth server, db `test`)
+and KEYPLANE_TEST_REDIS_URL (default: local Redis, db 0). When one does not answer the test is
+skipped, except under CI=true where it fails: CI must never pass by silently skipping the
+PostgreSQL or Redis half of a contract suite.
 """
 
 from __future__ import annotations
@@ -14,16 +15,25 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from keyplane.store.sql import display_url, normalize_url
 
-__all__ = ["DEFAULT_POSTGRES_URL", "fresh_postgres_schema", "postgres_url_or_skip"]
+__all__ = [
+    "DEFAULT_POSTGRES_URL",
+    "DEFAULT_REDIS_URL",
+    "fresh_postgres_schema",
+    "postgres_url_or_skip",
+    "redis_url_or_skip",
+]
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _CONNECT_TIMEOUT_S = 3
 
 
@@ -82,3 +92,45 @@ def fresh_postgres_schema(url: str) -> Iterator[str]:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     finally:
         admin.dispose()
+
+
+@functools.cache
+def _probe_redis(url: str) -> str | None:
+    """None when Redis at url answers PING, else the reason (no password in it)."""
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_timeout=_CONNECT_TIMEOUT_S
+    )
+    try:
+        client.ping()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        client.close()
+    return None
+
+
+def _display_redis_url(url: str) -> str:
+    """url with any password masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_url_or_skip() -> str:
+    """The test Redis URL (redis://...) once it answers PING.
+
+    Calls pytest.skip when it does not, or pytest.fail when the env var CI is "true".
+    """
+    url = os.environ.get("KEYPLANE_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    problem = _probe_redis(url)
+    if problem is not None:
+        reason = (
+            f"Redis at {_display_redis_url(url)} is not reachable ({problem}); "
+            "set KEYPLANE_TEST_REDIS_URL to a server to run these tests"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return url

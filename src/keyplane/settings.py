@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from keyplane.keys.encryption import KeyEncryptionKey
+from keyplane.ratelimit.protocol import Rate, parse_rate
 from keyplane.secret import Secret
 
 __all__ = ["DEFAULT_DATABASE_URL", "Settings", "load_kek", "sqlite_path"]
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
         created when unset. trusted_proxies: IPs/CIDRs whose X-Forwarded-For is believed.
     max_body_bytes: int, bytes; larger bodies get retCode 10001 with HTTP 413.
     cache_poll_ms: int, ms between checks of the store revision (key-cache invalidation).
+    ip_limit: "600/5s" form or "off" (KEYPLANE_IP_LIMIT); over it HTTP 403 for ip_ban_seconds.
+    ratelimit_fail_open_reads / _writes: what happens when the limiter backend is down.
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -36,6 +39,21 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     cache_poll_ms: int = Field(default=200, gt=0)
     last_used_flush_ms: int = Field(default=1000, gt=0)
+    ip_limit: str = "600/5s"
+    ip_ban_seconds: float = Field(default=10.0, ge=0)
+    ratelimit_fail_open_reads: bool = True
+    ratelimit_fail_open_writes: bool = False
+
+    @field_validator("ip_limit")
+    @classmethod
+    def _check_ip_limit(cls, value: str) -> str:
+        if value.strip().lower() != "off":
+            parse_rate(value)
+        return value
+
+    def ip_rate(self) -> Rate | None:
+        """The per-IP budget, None when ip_limit is "off"."""
+        return None if self.ip_limit.strip().lower() == "off" else parse_rate(self.ip_limit)
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from .conftest import Server
 
 
 def session(server: Server, api_key: str, secret: str) -> HTTP:
-    s = HTTP(api_key=api_key, api_secret=secret, max_retries=1, retry_delay=0)
+    s = HTTP(api_key=api_key, api_secret=secret, max_retries=3, retry_delay=0)
     s.endpoint = server.url
     return s
 

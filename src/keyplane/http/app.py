@@ -19,10 +19,12 @@ from keyplane.errors import KeyplaneError
 from keyplane.http.envelope import envelope_response
 from keyplane.http.errors import http_status_for
 from keyplane.http.key_management import key_management_routes
+from keyplane.http.limits import RequestLimits
 from keyplane.http.middleware import AuthMiddleware
 from keyplane.http.usage import LastUsedRecorder
 from keyplane.keys import KeyEncryptionKey
 from keyplane.logs import configure_logging
+from keyplane.ratelimit import MemoryRateLimiter, RateLimiter
 from keyplane.service import KeyService
 from keyplane.settings import Settings, load_kek
 from keyplane.store import Store, open_store
@@ -55,13 +57,14 @@ def create_app(
     clock: Clock | None = None,
     kek: KeyEncryptionKey | None = None,
     venue: VenueState | None = None,
+    limiter: RateLimiter | None = None,
 ) -> Starlette:
-    """Build the keyplane ASGI app; any port (store, clock, KEK, venue) can be swapped.
+    """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter) can be swapped.
 
-    With no store, opens (and migrates) settings.database_url. The app owns the store it
-    opened and closes it on shutdown. Background upkeep while running: key-cache invalidation
-    by polling the store revision every settings.cache_poll_ms, and lastUsedAt flushes every
-    settings.last_used_flush_ms.
+    With no limiter, an in-memory one (one node). With no store, opens (and migrates)
+    settings.database_url. The app owns the store it opened and closes it on shutdown.
+    Background upkeep while running: key-cache invalidation by polling the store revision every
+    settings.cache_poll_ms, and lastUsedAt flushes every settings.last_used_flush_ms.
     """
     configure_logging()
     settings = settings or Settings()
@@ -71,6 +74,13 @@ def create_app(
     service = KeyService(the_store, kek or load_kek(settings), the_clock)
     cache = KeyCache(service.key_entry)
     last_used = LastUsedRecorder()
+    limits = RequestLimits(
+        limiter or MemoryRateLimiter(),
+        ip_rate=settings.ip_rate(),
+        ip_ban_ms=int(settings.ip_ban_seconds * 1000),
+        fail_open_reads=settings.ratelimit_fail_open_reads,
+        fail_open_writes=settings.ratelimit_fail_open_writes,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -82,6 +92,7 @@ def create_app(
             finally:
                 tasks.cancel_scope.cancel()
         await anyio.to_thread.run_sync(last_used.flush, the_store)
+        await limits.limiter.close()
         if owns_store:
             the_store.close()
 
@@ -94,6 +105,7 @@ def create_app(
                 cache=cache,
                 clock=the_clock,
                 last_used=last_used,
+                limits=limits,
                 max_body_bytes=settings.max_body_bytes,
                 trusted_proxies=settings.trusted_proxies,
             )
@@ -106,6 +118,7 @@ def create_app(
     app.state.clock = the_clock
     app.state.service = service
     app.state.cache = cache
+    app.state.limits = limits
     app.state.venue = venue or VenueState(VenueConfig())
     return app
 

@@ -7,10 +7,11 @@ the size limit. Source: DESIGN.md §3 "Envelope and errors".
 
 from __future__ import annotations
 
-from keyplane.errors import KeyplaneError, ParameterError, RouteNotFoundError
+from keyplane.errors import KeyplaneError, ParameterError, RateLimitedError, RouteNotFoundError
 
 __all__ = [
     "BodyTooLargeError",
+    "IpRateLimitedError",
     "MethodNotAllowedError",
     "http_status_for",
 ]
@@ -28,10 +29,17 @@ class BodyTooLargeError(ParameterError):
     default_msg = "Request body too large."
 
 
+class IpRateLimitedError(RateLimitedError):
+    """Too many requests from one client IP (retCode 10006, HTTP 403, like Bybit's IP guard)."""
+
+    default_msg = "Too many visits from this IP. Access denied temporarily."
+
+
 _STATUS: dict[type[KeyplaneError], int] = {
     RouteNotFoundError: 404,
     MethodNotAllowedError: 400,
     BodyTooLargeError: 413,
+    IpRateLimitedError: 403,
 }
 
 

@@ -23,11 +23,13 @@ from keyplane.auth.context import AUTH_SCOPE_KEY, PARAMS_SCOPE_KEY
 from keyplane.auth.headers import parse_auth_headers, parse_query, query_sign_candidates
 from keyplane.auth.pipeline import authenticate, authorize
 from keyplane.clock import Clock
-from keyplane.errors import KeyplaneError, ParameterError, RouteNotFoundError
+from keyplane.errors import KeyplaneError, ParameterError, RateLimitedError, RouteNotFoundError
 from keyplane.http.envelope import envelope_bytes
 from keyplane.http.errors import BodyTooLargeError, MethodNotAllowedError, http_status_for
+from keyplane.http.limits import RequestLimits, limit_headers
 from keyplane.http.usage import LastUsedRecorder
 from keyplane.policy import find_route
+from keyplane.ratelimit import Decision
 
 __all__ = ["AuthMiddleware", "client_ip_of"]
 
@@ -86,6 +88,7 @@ class AuthMiddleware:
         cache: KeyCache,
         clock: Clock,
         last_used: LastUsedRecorder,
+        limits: RequestLimits,
         max_body_bytes: int,
         trusted_proxies: Sequence[str] = (),
     ) -> None:
@@ -93,6 +96,7 @@ class AuthMiddleware:
         self.cache = cache
         self.clock = clock
         self.last_used = last_used
+        self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
 
@@ -101,26 +105,35 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         started = False
+        decision: Decision | None = None
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                if decision is not None:
+                    message = {
+                        **message,
+                        "headers": [*message["headers"], *limit_headers(decision)],
+                    }
             await send(message)
 
         try:
-            replay = await self._admit(scope, receive)
+            replay, decision = await self._admit(scope, receive)
             await self.app(scope, replay, tracking_send)
         except KeyplaneError as exc:
             if not started:
-                await self._send_error(send, exc)
+                await self._send_error(send, exc, decision)
         except Exception:  # the last guard: log it, answer 10016, keep serving
             log.exception("unhandled error", path=scope.get("path"))
             if not started:
-                await self._send_error(send, KeyplaneError())
+                await self._send_error(send, KeyplaneError(), decision)
 
-    async def _admit(self, scope: Scope, receive: Receive) -> Receive:
+    async def _admit(self, scope: Scope, receive: Receive) -> tuple[Receive, Decision | None]:
+        """Check the request; returns the receive() for the app and the key's limit decision."""
         method, path = scope["method"], scope["path"]
+        client_ip = client_ip_of(scope, self.trusted)
+        await self.limits.check_ip(client_ip, self.clock.now_ms())
         if method not in ("GET", "POST"):
             raise MethodNotAllowedError()
         policy = find_route(method, path)
@@ -140,18 +153,21 @@ class AuthMiddleware:
                 headers,
                 payloads,
                 entry,
-                client_ip=client_ip_of(scope, self.trusted),
+                client_ip=client_ip,
                 now_ms=now,
             )
             params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
-            category = params.get("category")
-            authorize(context, policy, category if isinstance(category, str) else None)
+            raw_category = params.get("category")
+            category = raw_category if isinstance(raw_category, str) else None
+            authorize(context, policy, category)
+            decision = await self.limits.check_key(context.key.id, policy, category, now)
             self.last_used.mark(context.key.id, now)
             scope[AUTH_SCOPE_KEY] = context
         else:
+            decision = None
             params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
         scope[PARAMS_SCOPE_KEY] = params
-        return receive if read is None else _replay(read, receive)
+        return (receive if read is None else _replay(read, receive)), decision
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, capped at max_body_bytes; None when the request declares none.
@@ -188,19 +204,22 @@ class AuthMiddleware:
             more = message.get("more_body", False)
         return b"".join(chunks)
 
-    async def _send_error(self, send: Send, exc: KeyplaneError) -> None:
+    async def _send_error(
+        self, send: Send, exc: KeyplaneError, decision: Decision | None = None
+    ) -> None:
         body = envelope_bytes(
             None, now_ms=self.clock.now_ms(), ret_code=exc.ret_code, ret_msg=exc.ret_msg
         )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if isinstance(exc, RateLimitedError):
+            decision = Decision(False, exc.limit, 0, exc.reset_at_ms)
+        if decision is not None:
+            headers += limit_headers(decision)
         await send(
-            {
-                "type": "http.response.start",
-                "status": http_status_for(exc),
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+            {"type": "http.response.start", "status": http_status_for(exc), "headers": headers}
         )
         await send({"type": "http.response.body", "body": body})
 

@@ -1,0 +1,109 @@
+"""Rate limits on the request path: the per-IP flood guard and per-key route budgets.
+
+Per key (Bybit V5 "Rate Limit"): every authenticated request is counted against
+(key id, path, category) with the route's budget; over it, retCode 10006 with HTTP 200 and the
+reset time in X-Bapi-Limit-Reset-Timestamp, which pybit sleeps until before retrying.
+Per IP: 600 requests / 5 s by default, HTTP 403 and a ban (Bybit answers floods with 403).
+When the limiter backend fails (Redis down), the decision is explicit and counted: by default
+reads pass (fail open) and writes get retCode 10016 (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import structlog
+
+from keyplane.errors import KeyplaneError, RateLimitedError
+from keyplane.http.errors import IpRateLimitedError
+from keyplane.policy import RoutePolicy
+from keyplane.ratelimit import Decision, Rate, RateLimiter
+
+__all__ = ["DEFAULT_IP_RATE", "RequestLimits", "limit_headers"]
+
+log = structlog.get_logger("keyplane.ratelimit")
+
+#: rule: Bybit V5 "Rate Limit", IP limit 600 requests per 5 s, answered with HTTP 403.
+DEFAULT_IP_RATE = Rate(600, 5000)
+
+
+def limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
+    """X-Bapi-Limit, X-Bapi-Limit-Status (remaining), X-Bapi-Limit-Reset-Timestamp (ms)."""
+    return [
+        (b"x-bapi-limit", str(decision.limit).encode()),
+        (b"x-bapi-limit-status", str(decision.remaining).encode()),
+        (b"x-bapi-limit-reset-timestamp", str(decision.reset_at_ms).encode()),
+    ]
+
+
+@dataclass
+class RequestLimits:
+    """Applies the IP guard and key budgets with one limiter backend.
+
+    ip_rate: Rate or None (off). ip_ban_ms: int, ms an IP stays refused after tripping it.
+    fail_open_reads / fail_open_writes: what to do when the backend raises.
+    decisions: Counter of outcomes, for metrics ("allowed", "limited", "failed_open", ...).
+    """
+
+    limiter: RateLimiter
+    ip_rate: Rate | None = DEFAULT_IP_RATE
+    ip_ban_ms: int = 0
+    fail_open_reads: bool = True
+    fail_open_writes: bool = False
+
+    def __post_init__(self) -> None:
+        self.decisions: Counter[str] = Counter()
+        self._banned_until: dict[str, int] = {}
+
+    async def check_ip(self, client_ip: str, now_ms: int) -> None:
+        """Raise IpRateLimitedError (HTTP 403) for a flooding or banned IP."""
+        if self.ip_rate is None:
+            return
+        banned_until = self._banned_until.get(client_ip)
+        if banned_until is not None:
+            if now_ms < banned_until:
+                self.decisions["ip_banned"] += 1
+                raise IpRateLimitedError(reset_at_ms=banned_until, limit=self.ip_rate.limit)
+            del self._banned_until[client_ip]
+        decision = await self._hit(f"ip:{client_ip}", self.ip_rate, now_ms, write=False)
+        if decision is not None and not decision.allowed:
+            until = max(decision.reset_at_ms, now_ms + self.ip_ban_ms)
+            if self.ip_ban_ms:
+                self._banned_until[client_ip] = until
+            self.decisions["ip_limited"] += 1
+            raise IpRateLimitedError(reset_at_ms=until, limit=decision.limit)
+
+    async def check_key(
+        self, key_id: int, policy: RoutePolicy, category: str | None, now_ms: int
+    ) -> Decision | None:
+        """Count the request against the key's route budget.
+
+        Returns the decision (for the headers), None when the route has no budget or the backend
+        failed open. Raises RateLimitedError (10006) over budget, KeyplaneError (10016) when the
+        backend failed and the route fails closed.
+        """
+        rate = policy.rate_for(category)
+        if rate is None:
+            return None
+        bucket = f"key:{key_id}:{policy.path}:{category or ''}"
+        decision = await self._hit(bucket, rate, now_ms, write=policy.write)
+        if decision is None:
+            return None
+        if not decision.allowed:
+            self.decisions["limited"] += 1
+            raise RateLimitedError(reset_at_ms=decision.reset_at_ms, limit=decision.limit)
+        self.decisions["allowed"] += 1
+        return decision
+
+    async def _hit(self, bucket: str, rate: Rate, now_ms: int, *, write: bool) -> Decision | None:
+        try:
+            return await self.limiter.hit(bucket, rate, now_ms)
+        except Exception as exc:  # backend down: the configured, counted choice
+            fail_open = self.fail_open_writes if write else self.fail_open_reads
+            outcome = "failed_open" if fail_open else "failed_closed"
+            self.decisions[outcome] += 1
+            log.warning("rate limiter unavailable", outcome=outcome, error=type(exc).__name__)
+            if fail_open:
+                return None
+            raise KeyplaneError("Server error: rate limiter unavailable.") from exc

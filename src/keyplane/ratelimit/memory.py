@@ -1,0 +1,30 @@
+"""In-process rate limiter (one node): GCRA state in a dict."""
+
+from __future__ import annotations
+
+from keyplane.ratelimit.protocol import Decision, Rate, gcra
+
+__all__ = ["MemoryRateLimiter"]
+
+_PRUNE_EVERY = 10_000
+
+
+class MemoryRateLimiter:
+    """GCRA buckets in memory; idle buckets are pruned as their TAT passes."""
+
+    def __init__(self) -> None:
+        self._tat: dict[str, float] = {}
+        self._hits = 0
+
+    async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
+        """Count one request (see keyplane.ratelimit.protocol.gcra)."""
+        decision, new_tat = gcra(self._tat.get(bucket), rate, now_ms)
+        if new_tat is not None:
+            self._tat[bucket] = new_tat
+        self._hits += 1
+        if self._hits % _PRUNE_EVERY == 0:
+            self._tat = {b: t for b, t in self._tat.items() if t > now_ms}
+        return decision
+
+    async def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,85 @@
+"""The rate-limiter port: one decision per request, GCRA semantics on every backend.
+
+GCRA (generic cell rate algorithm) with a budget of `limit` requests per `window_ms`: requests are
+spaced by an emission interval T = window_ms / limit, and a burst of up to `limit` is allowed when
+the bucket is idle. It is a rolling window (no reset at fixed second boundaries) and needs one
+stored value per bucket: the theoretical arrival time (TAT), so Redis answers in one round trip.
+Source of the budgets: Bybit V5 "Rate Limit" page (per-UID, per-endpoint, rolling per second).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Decision", "Rate", "RateLimiter", "gcra", "parse_rate"]
+
+_RATE_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(ms|s|m|min)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """A budget: limit requests (int > 0) per window_ms (int, ms)."""
+
+    limit: int
+    window_ms: int = 1000
+
+    @property
+    def interval_ms(self) -> float:
+        """Emission interval T in ms (window / limit)."""
+        return self.window_ms / self.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one request.
+
+    allowed: bool. limit: int, the budget. remaining: int, requests still allowed right now.
+    reset_at_ms: int, ms since epoch when the next request will be allowed (now when it already
+    is; always in the future when not allowed) -> X-Bapi-Limit-Reset-Timestamp.
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at_ms: int
+
+
+class RateLimiter(Protocol):
+    """One decision per request; backends share gcra() semantics."""
+
+    async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
+        """Count one request against bucket (e.g. "key:42:/v5/order/create:spot") at now_ms."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def gcra(tat_ms: float | None, rate: Rate, now_ms: int) -> tuple[Decision, float | None]:
+    """Pure GCRA step: (decision, new TAT or None when unchanged) for a stored TAT (or None).
+
+    Allowed when tat - tau <= now, with tau = window - T (the burst tolerance).
+    """
+    interval = rate.interval_ms
+    tau = rate.window_ms - interval
+    tat = max(tat_ms if tat_ms is not None else now_ms, now_ms)
+    allow_at = tat - tau
+    if now_ms < allow_at:
+        return Decision(False, rate.limit, 0, int(-(-allow_at // 1))), None
+    new_tat = tat + interval
+    remaining = int((tau - (new_tat - interval - now_ms)) // interval)
+    remaining = max(0, min(rate.limit - 1, remaining))
+    return Decision(True, rate.limit, remaining, now_ms), new_tat
+
+
+def parse_rate(text: str) -> Rate:
+    """Parse "600/5s", "10/s", "60/min" into a Rate; raises ValueError otherwise."""
+    match = _RATE_TEXT.match(text)
+    if not match or int(match.group(1)) <= 0:
+        raise ValueError(f"rate must look like 600/5s or 10/s, got {text!r}")
+    count = int(match.group(2) or 1)
+    return Rate(int(match.group(1)), count * _UNIT_MS[match.group(3)])

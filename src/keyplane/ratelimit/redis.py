@@ -1,0 +1,157 @@
+"""Rate limiter shared by every node through Redis: one Lua script call (one round trip) per hit.
+
+Each bucket is one Redis string `<prefix><bucket>` holding its TAT (theoretical arrival time, ms
+since epoch) as a decimal string written with 17 significant digits, so the stored value reads
+back as the exact same double. The script replays keyplane.ratelimit.protocol.gcra() operation
+for operation (including Python's float floor division), so a Redis-backed node decides exactly
+like an in-memory one; tests/ratelimit proves that on random request sequences.
+
+Time comes from the caller (`now_ms`, an injected clock), not from Redis `TIME`: frozen clocks
+work in tests and the script stays deterministic for replication. The price: every node sharing
+a Redis must keep its clock NTP-synced; a node whose clock lags by d ms sees buckets d ms "later"
+(a fresh burst d ms early at most), one that runs ahead refuses up to d ms too long.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
+
+from keyplane.ratelimit.protocol import Decision, Rate
+
+__all__ = ["DEFAULT_PREFIX", "RedisRateLimiter"]
+
+DEFAULT_PREFIX = "keyplane:rl:"
+# Extra lifetime of a bucket key past the moment its TAT stops mattering, for clock skew between
+# nodes and latency; a stale TAT (< now) decides exactly like a missing one, so this is harmless.
+DEFAULT_EXPIRY_GRACE_MS = 1000
+# from_url() defaults: the limiter sits on the hot path, so a sick Redis must fail fast (the
+# caller's fail-open/closed policy then decides), with one immediate retry for a pooled connection
+# that died (e.g. Redis restarted).
+DEFAULT_TIMEOUT_S = 0.5
+DEFAULT_RETRIES = 1
+
+# KEYS[1] bucket key; ARGV now_ms, limit, window_ms, grace_ms. Returns {allowed 0|1, remaining,
+# reset_at_ms}. Mirrors gcra() step by step; keep the two in sync (the contract suite checks).
+_GCRA_LUA = """
+local function floordiv(a, b)
+  -- CPython's float floor division (a // b), which is not always math.floor(a / b)
+  local mod = math.fmod(a, b)
+  local div = (a - mod) / b
+  if mod ~= 0 and ((b < 0) ~= (mod < 0)) then
+    div = div - 1
+  end
+  if div == 0 then
+    return 0
+  end
+  local result = math.floor(div)
+  if div - result > 0.5 then
+    result = result + 1
+  end
+  return result
+end
+
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local grace = tonumber(ARGV[4])
+local interval = window / limit
+local tau = window - interval
+
+local stored = redis.call('GET', KEYS[1])
+local tat = nil
+if stored then
+  tat = tonumber(stored)
+end
+if tat == nil or tat < now then
+  tat = now
+end
+local allow_at = tat - tau
+if now < allow_at then
+  return {0, 0, -floordiv(-allow_at, 1)}
+end
+local new_tat = tat + interval
+local remaining = floordiv(tau - (new_tat - interval - now), interval)
+remaining = math.max(0, math.min(limit - 1, remaining))
+-- the TAT stops mattering once now >= new_tat (then max(tat, now) == now, as for no key)
+local ttl = -floordiv(-(new_tat - now), 1) + grace
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl)
+return {1, remaining, now}
+"""
+
+
+class RedisRateLimiter:
+    """GCRA buckets in Redis, shared by all nodes; one EVALSHA round trip per decision.
+
+    hit() raises redis.exceptions.RedisError (ConnectionError, TimeoutError, ...) when Redis
+    cannot answer; it never guesses. The caller applies its fail-open or fail-closed policy
+    (and counts it). Nodes sharing a Redis need NTP-synced clocks (see the module docstring).
+
+    round_trips counts the commands hit() sent: one per hit, two when Redis had lost the script
+    (restart, SCRIPT FLUSH: EVALSHA answers NOSCRIPT, then EVAL runs and caches it). Retries on a
+    dead connection inside redis-py (the client's `retry` policy) are not counted.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        expiry_grace_ms: int = DEFAULT_EXPIRY_GRACE_MS,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._grace_ms = expiry_grace_ms
+        self._script = client.register_script(_GCRA_LUA)
+        self.round_trips = 0
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        expiry_grace_ms: int = DEFAULT_EXPIRY_GRACE_MS,
+        **client_options: Any,
+    ) -> RedisRateLimiter:
+        """A limiter on a new client for url (redis://, rediss://, unix://).
+
+        client_options go to redis.asyncio.from_url; by default 0.5 s connect and socket
+        timeouts and one immediate retry, so an unreachable Redis raises quickly.
+        """
+        options: dict[str, Any] = {
+            "socket_connect_timeout": DEFAULT_TIMEOUT_S,
+            "socket_timeout": DEFAULT_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), DEFAULT_RETRIES),
+        }
+        options.update(client_options)
+        client = aioredis.from_url(url, **options)
+        return cls(client, prefix=prefix, expiry_grace_ms=expiry_grace_ms)
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix: bucket b lives at prefix + b."""
+        return self._prefix
+
+    async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
+        """Count one request (see keyplane.ratelimit.protocol.gcra); raises RedisError."""
+        if rate.limit < 1 or rate.window_ms < 1:
+            raise ValueError(f"rate needs limit >= 1 and window_ms >= 1, got {rate}")
+        key = self._prefix + bucket
+        args = (int(now_ms), rate.limit, rate.window_ms, self._grace_ms)
+        self.round_trips += 1
+        try:
+            reply = await self._client.evalsha(self._script.sha, 1, key, *args)
+        except NoScriptError:
+            self.round_trips += 1
+            reply = await self._client.eval(_GCRA_LUA, 1, key, *args)
+        allowed, remaining, reset_at_ms = (int(v) for v in reply)
+        return Decision(bool(allowed), rate.limit, remaining, reset_at_ms)
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        await self._client.aclose()
