@@ -6,7 +6,14 @@ import pytest
 
 from keyplane.clock import FrozenClock
 from keyplane.errors import NotFoundError, ParameterError
-from keyplane.keys import DAY_MS, IpAllowlist, KeyEncryptionKey, KeyStatus, Permissions
+from keyplane.keys import (
+    DAY_MS,
+    IpAllowlist,
+    KeyEncryptionKey,
+    KeyStatus,
+    Permissions,
+    RateOverrides,
+)
 from keyplane.service import KeyService
 from keyplane.store import MemoryStore
 
@@ -27,6 +34,22 @@ class TestInitialize:
         assert key.permissions.has("Spot", "SpotTrade")
         assert key.expires_at_ms == key.created_at_ms + 90 * DAY_MS
         assert service.initialize() is None
+
+
+class TestRateOverrides:
+    def test_overrides_merge_clear_and_are_checked(self, service: KeyService) -> None:
+        """--limit merges, --clear-limits resets, and unknown routes are 10001."""
+        key = service.create_key(service.create_account().uid).key
+        one = service.update_key(key.api_key, rate_limits=RateOverrides.parse("order/create=3"))
+        two = service.update_key(key.api_key, rate_limits=RateOverrides.parse("/v5/account/info=7"))
+        assert two.rate_limits.limits == {"/v5/order/create": 3, "/v5/account/info": 7}
+        assert one.rate_limits.limits == {"/v5/order/create": 3}
+        cleared = service.update_key(key.api_key, clear_rate_limits=True)
+        assert cleared.rate_limits.limits == {}
+        with pytest.raises(ParameterError, match="no rate-limited route"):
+            service.update_key(key.api_key, rate_limits=RateOverrides.parse("market/time=5"))
+        with pytest.raises(ParameterError, match="ROUTE=N"):
+            RateOverrides.parse("order/create=0")
 
 
 class TestLifecycle:
@@ -67,6 +90,9 @@ class TestLifecycle:
         new = service.rotate_key(old.key.api_key)
         assert new.key.api_key != old.key.api_key
         assert new.secret != old.secret
+        service.update_key(old.key.api_key, rate_limits=RateOverrides.parse("order/create=3"))
+        new = service.rotate_key(old.key.api_key)
+        assert new.key.rate_limits.lookup("/v5/order/create", None) == 3
         for field in ("uid", "note", "read_only", "permissions", "ips"):
             assert getattr(new.key, field) == getattr(old.key, field)
         assert service.get_key(old.key.api_key).status is KeyStatus.ACTIVE

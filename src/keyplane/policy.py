@@ -10,9 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from keyplane.errors import ParameterError
+from keyplane.keys.limits import RateOverrides
 from keyplane.ratelimit.protocol import Rate
 
-__all__ = ["ROUTES", "Grant", "RoutePolicy", "find_route", "is_known_path"]
+__all__ = [
+    "ROUTES",
+    "Grant",
+    "RoutePolicy",
+    "check_rate_overrides",
+    "find_route",
+    "is_known_path",
+]
 
 Grant = tuple[str, str]
 
@@ -136,6 +145,16 @@ _PATHS = frozenset(r.path for r in _TABLE)
 def find_route(method: str, path: str) -> RoutePolicy | None:
     """The policy for (method, path), or None when the pair is not a route."""
     return ROUTES.get((method, path))
+
+
+def check_rate_overrides(overrides: RateOverrides) -> None:
+    """Raise ParameterError (10001) when an override names a route without a rate budget."""
+    budgeted = {r.path for r in _TABLE if r.rate is not None}
+    for route in overrides.limits:
+        path = route.partition(":")[0]
+        if path not in budgeted:
+            names = ", ".join(sorted(budgeted))
+            raise ParameterError(f"no rate-limited route {path}; choose one of: {names}")
 
 
 def is_known_path(path: str) -> bool:

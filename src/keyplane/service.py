@@ -7,7 +7,7 @@ back exactly once (IssuedKey.secret).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from keyplane.auth.pipeline import HmacVerifier, KeyEntry, RsaVerifier, Verifier
 from keyplane.clock import Clock
@@ -20,10 +20,12 @@ from keyplane.keys import (
     KeyStatus,
     KeyType,
     Permissions,
+    RateOverrides,
     expiry_for,
     new_api_key,
     new_hmac_secret,
 )
+from keyplane.policy import check_rate_overrides
 from keyplane.secret import Secret
 from keyplane.signing import load_rsa_public_key
 from keyplane.store.protocol import Store
@@ -35,6 +37,7 @@ MASTER_KEY_EXCLUDED = frozenset({("Wallet", "Withdraw")})
 _MAX_NOTE = 64
 _NO_PERMISSIONS = Permissions()
 _UNBOUND = IpAllowlist()
+_NO_OVERRIDES = RateOverrides()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,17 @@ class KeyService:
             parent_uid=parent_uid, created_at_ms=self.clock.now_ms(), username=username, note=note
         )
 
+    def update_account_limits(
+        self, uid: int, rate_limits: RateOverrides, *, clear: bool = False
+    ) -> Account:
+        """Merge rate-limit overrides into an account (they apply to all its keys that have no
+        override of their own); clear drops the old ones first."""
+        account = self.get_account(uid)
+        base = RateOverrides() if clear else account.rate_limits
+        updated = replace(account, rate_limits=base.merged(_checked(rate_limits)))
+        self.store.save_account(updated)
+        return updated
+
     def get_account(self, uid: int) -> Account:
         """The account uid; raises NotFoundError (10001) when unknown."""
         account = self.store.find_account(uid)
@@ -108,6 +122,7 @@ class KeyService:
         permissions: Permissions = _NO_PERMISSIONS,
         ips: IpAllowlist = _UNBOUND,
         rsa_public_key: str | None = None,
+        rate_limits: RateOverrides = _NO_OVERRIDES,
     ) -> IssuedKey:
         """Issue a key for account uid: HMAC with a new secret, or RSA with the given PEM.
 
@@ -146,6 +161,7 @@ class KeyService:
             secret_ciphertext=ciphertext,
             rsa_public_key=rsa_public_key,
             updated_at_ms=now,
+            rate_limits=_checked(rate_limits),
         )
         return IssuedKey(key=self.store.add_key(draft), secret=secret)
 
@@ -168,8 +184,13 @@ class KeyService:
         permissions: Permissions | None = None,
         ips: IpAllowlist | None = None,
         note: str | None = None,
+        rate_limits: RateOverrides | None = None,
+        clear_rate_limits: bool = False,
     ) -> ApiKey:
         """Change a live key's settings; None leaves a field as it is.
+
+        rate_limits are merged into the key's overrides (clear_rate_limits drops the old ones
+        first); each must name a rate-limited route (keyplane.policy).
 
         Saving ips restarts the expiry rule: unbound -> 90 days from now, bound -> never.
         Raises NotFoundError, ParameterError (revoked key, grant not allowed, note too long).
@@ -188,12 +209,15 @@ class KeyService:
         if note is not None:
             _check_note(note)
             changes["note"] = note
+        if rate_limits is not None or clear_rate_limits:
+            base = RateOverrides() if clear_rate_limits else key.rate_limits
+            changes["rate_limits"] = base.merged(_checked(rate_limits or RateOverrides()))
         updated = key.with_changes(**changes)
         self.store.save_key(updated)
         return updated
 
     def rotate_key(self, api_key: str) -> IssuedKey:
-        """Issue a new key with the same account, permissions, IPs, readOnly and note.
+        """Issue a new key with the same account, permissions, IPs, readOnly, note and limits.
 
         The old key stays valid until revoked (zero-downtime rotation). RSA keys cannot be
         rotated here: upload a new public key instead (ParameterError).
@@ -207,6 +231,7 @@ class KeyService:
             read_only=old.read_only,
             permissions=old.permissions,
             ips=old.ips,
+            rate_limits=old.rate_limits,
         )
 
     def revoke_key(self, api_key: str) -> ApiKey:
@@ -244,6 +269,11 @@ class KeyService:
         if key.status is KeyStatus.REVOKED:
             raise ParameterError(f"api key {api_key} is revoked")
         return key
+
+
+def _checked(overrides: RateOverrides) -> RateOverrides:
+    check_rate_overrides(overrides)
+    return overrides
 
 
 def _check_note(note: str) -> None:

@@ -67,6 +67,43 @@ class TestKeyBudgets:
         assert time.monotonic() - started > 0.3  # it had to wait for the budget
 
 
+class TestOverrides:
+    def test_cli_limit_override_applies_to_the_live_server(self, server: Server) -> None:
+        """`keyplane keys update KEY --limit account/info=2` on a running node: the 3rd call in a
+        second is 10006 and the headers say the limit is 2; an account override applies too."""
+        from .test_cli import keyplane_json
+
+        env = {"KEYPLANE_KEK": server.kek_b64}
+        shown = keyplane_json(
+            "keys", "update", server.api_key, "--limit", "account/info=2", db=server.db_url, env=env
+        )
+        assert shown["rateLimits"] == {"/v5/account/info": 2}
+        deadline = time.monotonic() + 2
+        with httpx.Client(base_url=server.url) as c:
+            while True:
+                r = c.get("/v5/account/info", headers=signed_headers(server, b""))
+                if r.headers.get("X-Bapi-Limit") == "2" or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            assert r.headers["X-Bapi-Limit"] == "2"
+            time.sleep(1.0)
+            codes = [
+                envelope(c.get("/v5/account/info", headers=signed_headers(server, b"")))["retCode"]
+                for _ in range(3)
+            ]
+        assert codes == [0, 0, 10006]
+        account = keyplane_json(
+            "accounts",
+            "update",
+            str(server.uid),
+            "--limit",
+            "order/realtime=3",
+            db=server.db_url,
+            env=env,
+        )
+        assert account["rateLimits"] == {"/v5/order/realtime": 3}
+
+
 class FailingLimiter:
     """A limiter backend that is down (as Redis would be)."""
 

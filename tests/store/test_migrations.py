@@ -10,6 +10,9 @@ from keyplane.store import open_store
 from keyplane.store.schema import metadata, store_meta
 from keyplane.store.sql import MIGRATIONS_DIR, make_engine, upgrade_to_head
 
+#: the newest migration; bump together with each new file in migrations/versions
+HEAD = "0002"
+
 
 class TestMigrations:
     def test_models_and_migrations_agree(self, sql_url: str) -> None:
@@ -29,7 +32,7 @@ class TestMigrations:
             upgrade_to_head(engine)
             upgrade_to_head(engine)  # idempotent
             with engine.connect() as conn:
-                assert MigrationContext.configure(conn).get_current_revision() == "0001"
+                assert MigrationContext.configure(conn).get_current_revision() == HEAD
                 rows = conn.execute(select(store_meta.c.name, store_meta.c.value)).all()
                 assert [tuple(r) for r in rows] == [("revision", 0)]
                 names = set(inspect(conn).get_table_names())
@@ -42,3 +45,4 @@ class TestMigrations:
         assert (MIGRATIONS_DIR / "env.py").is_file()
         assert (MIGRATIONS_DIR / "script.py.mako").is_file()
         assert list((MIGRATIONS_DIR / "versions").glob("0001_*.py"))
+        assert list((MIGRATIONS_DIR / "versions").glob(f"{HEAD}_*.py"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from keyplane.errors import NotFoundError
 from keyplane.keys.ips import IpAllowlist
+from keyplane.keys.limits import RateOverrides
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus, KeyType
 from keyplane.keys.permissions import Permissions
 from keyplane.store import SqlStore, Store, open_store
@@ -243,6 +245,25 @@ class TestKeys:
         store.save_key(k1.with_changes(status=KeyStatus.REVOKED))
         store.save_key(k3.with_changes(status=KeyStatus.SUSPENDED))
         assert [k.id for k in store.list_keys(include_revoked=False)] == [k2.id, k3.id]
+
+
+class TestRateOverrides:
+    def test_key_and_account_overrides_round_trip(self, store: Store) -> None:
+        """Per-key and per-account rate-limit overrides persist and read back equal."""
+        account = master(store)
+        limits = RateOverrides.parse("/v5/order/create:spot=50,/v5/account/wallet-balance=200")
+        key = store.add_key(new_key(account.uid, rate_limits=limits))
+        found = store.find_key(key.api_key)
+        assert found is not None
+        assert found.rate_limits == limits
+        store.save_key(found.with_changes(rate_limits=RateOverrides()))
+        cleared = store.find_key(key.api_key)
+        assert cleared is not None
+        assert cleared.rate_limits.limits == {}
+        store.save_account(replace(account, rate_limits=limits))
+        saved = store.find_account(account.uid)
+        assert saved is not None
+        assert saved.rate_limits.lookup("/v5/order/create", "spot") == 50
 
 
 class TestListKeys:

@@ -17,7 +17,14 @@ import typer
 from keyplane.cli.output import console, err_console, print_json, print_kv, print_table
 from keyplane.clock import SystemClock
 from keyplane.errors import KeyplaneError
-from keyplane.keys import ApiKey, IpAllowlist, KeyEncryptionKey, Permissions, iso_utc
+from keyplane.keys import (
+    ApiKey,
+    IpAllowlist,
+    KeyEncryptionKey,
+    Permissions,
+    RateOverrides,
+    iso_utc,
+)
 from keyplane.service import InitResult, IssuedKey, KeyService
 from keyplane.settings import Settings, load_kek
 from keyplane.store import open_store
@@ -48,6 +55,17 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+LimitOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--limit",
+        help='Rate-limit override ROUTE=N, e.g. "order/create:spot=50" (N per the route\'s '
+        "window); repeatable.",
+    ),
+]
+ClearLimitsOption = Annotated[
+    bool, typer.Option("--clear-limits", help="Drop existing overrides first.")
+]
 
 
 def _settings(db: str | None) -> Settings:
@@ -105,6 +123,7 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
         "expiredAt": iso_utc(key.expires_at_ms),
         "revokedAt": iso_utc(key.revoked_at_ms),
         "lastUsedAt": iso_utc(key.last_used_at_ms),
+        "rateLimits": dict(key.rate_limits.limits),
     }
 
 
@@ -211,6 +230,25 @@ def accounts_create(
     else:
         kind = "sub account" if parent else "master account"
         console.print(f"Created {kind} uid [bold]{account.uid}[/bold]")
+
+
+@accounts_app.command("update")
+def accounts_update(
+    uid: int,
+    limit: LimitOption = None,
+    clear_limits: ClearLimitsOption = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Set rate-limit overrides for every key of an account (a key's own override wins)."""
+    with _service(db) as service:
+        account = service.update_account_limits(
+            uid, RateOverrides.parse(limit or []), clear=clear_limits
+        )
+    if as_json:
+        print_json({"uid": account.uid, "rateLimits": dict(account.rate_limits.limits)})
+    else:
+        console.print(f"Updated account {uid}: {account.rate_limits.to_text() or 'defaults'}")
 
 
 @accounts_app.command("list")
@@ -342,10 +380,12 @@ def keys_update(
         bool | None, typer.Option("--read-only/--read-write", help="Access mode.")
     ] = None,
     label: Annotated[str | None, typer.Option(help="New note.")] = None,
+    limit: LimitOption = None,
+    clear_limits: ClearLimitsOption = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a key's permissions, IPs, access mode or note (live servers: within 1 s)."""
+    """Change a key's permissions, IPs, access mode, note or rate limits (live within 1 s)."""
     with _service(db) as service:
         key = service.update_key(
             api_key,
@@ -353,6 +393,8 @@ def keys_update(
             permissions=_parse_permissions(permissions),
             ips=_parse_ips(ips),
             note=label,
+            rate_limits=RateOverrides.parse(limit) if limit else None,
+            clear_rate_limits=clear_limits,
         )
     if as_json:
         print_json(_key_json(key))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from keyplane.auth.context import AuthContext
 from keyplane.errors import KeyplaneError, RateLimitedError
 from keyplane.http.errors import IpRateLimitedError
 from keyplane.policy import RoutePolicy
@@ -75,18 +76,24 @@ class RequestLimits:
             raise IpRateLimitedError(reset_at_ms=until, limit=decision.limit)
 
     async def check_key(
-        self, key_id: int, policy: RoutePolicy, category: str | None, now_ms: int
+        self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int
     ) -> Decision | None:
         """Count the request against the key's route budget.
 
-        Returns the decision (for the headers), None when the route has no budget or the backend
-        failed open. Raises RateLimitedError (10006) over budget, KeyplaneError (10016) when the
-        backend failed and the route fails closed.
+        The budget is the route's default (keyplane.policy), replaced by the key's override for
+        the route, else the account's. Returns the decision (for the headers), None when the
+        route has no budget or the backend failed open. Raises RateLimitedError (10006) over
+        budget, KeyplaneError (10016) when the backend failed and the route fails closed.
         """
         rate = policy.rate_for(category)
         if rate is None:
             return None
-        bucket = f"key:{key_id}:{policy.path}:{category or ''}"
+        override = caller.key.rate_limits.lookup(
+            policy.path, category
+        ) or caller.account.rate_limits.lookup(policy.path, category)
+        if override is not None:
+            rate = Rate(override, rate.window_ms)
+        bucket = f"key:{caller.key.id}:{policy.path}:{category or ''}"
         decision = await self._hit(bucket, rate, now_ms, write=policy.write)
         if decision is None:
             return None

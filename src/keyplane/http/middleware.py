@@ -160,7 +160,7 @@ class AuthMiddleware:
             raw_category = params.get("category")
             category = raw_category if isinstance(raw_category, str) else None
             authorize(context, policy, category)
-            decision = await self.limits.check_key(context.key.id, policy, category, now)
+            decision = await self.limits.check_key(context, policy, category, now)
             self.last_used.mark(context.key.id, now)
             scope[AUTH_SCOPE_KEY] = context
         else:

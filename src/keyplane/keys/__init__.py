@@ -3,6 +3,7 @@
 from keyplane.keys.encryption import KeyEncryptionKey, SecretDecryptionError
 from keyplane.keys.generation import new_api_key, new_hmac_secret
 from keyplane.keys.ips import IpAllowlist
+from keyplane.keys.limits import RateOverrides
 from keyplane.keys.model import (
     DAY_MS,
     UNBOUND_KEY_LIFETIME_MS,
@@ -28,6 +29,7 @@ __all__ = [
     "KeyStatus",
     "KeyType",
     "Permissions",
+    "RateOverrides",
     "SecretDecryptionError",
     "expiry_for",
     "iso_utc",

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from keyplane.keys.ips import IpAllowlist
+from keyplane.keys.limits import RateOverrides
 from keyplane.keys.permissions import Permissions
 
 __all__ = [
@@ -62,6 +63,7 @@ class Account:
     username: str = ""
     note: str = ""
     status: AccountStatus = AccountStatus.ACTIVE
+    rate_limits: RateOverrides = field(default_factory=RateOverrides)
 
     @property
     def is_master(self) -> bool:
@@ -93,6 +95,7 @@ class ApiKey:
     revoked_at_ms: int | None = None
     last_used_at_ms: int | None = None
     updated_at_ms: int | None = None
+    rate_limits: RateOverrides = field(default_factory=RateOverrides)
 
     def with_changes(self, **changes: object) -> ApiKey:
         """A copy with the given fields replaced."""

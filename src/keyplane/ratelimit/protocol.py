@@ -9,12 +9,15 @@ Source of the budgets: Bybit V5 "Rate Limit" page (per-UID, per-endpoint, rollin
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = ["Decision", "Rate", "RateLimiter", "gcra", "parse_rate"]
 
+#: tolerance of the allow check, ms (see gcra()).
+EPSILON_MS = 0.001
 _RATE_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(ms|s|m|min)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}
 
@@ -62,16 +65,19 @@ class RateLimiter(Protocol):
 def gcra(tat_ms: float | None, rate: Rate, now_ms: int) -> tuple[Decision, float | None]:
     """Pure GCRA step: (decision, new TAT or None when unchanged) for a stored TAT (or None).
 
-    Allowed when tat - tau <= now, with tau = window - T (the burst tolerance).
+    Allowed when tat - tau <= now (+ EPSILON_MS), with tau = window - T (the burst tolerance).
+    TATs are float ms near 1.7e12, where one ulp is ~2e-4 ms: the 1 µs tolerance and the 1e-6
+    nudge before flooring keep a burst at exactly `limit` despite rounding. The Redis script
+    (keyplane.ratelimit.redis) does the same arithmetic on the same IEEE doubles.
     """
     interval = rate.interval_ms
     tau = rate.window_ms - interval
     tat = max(tat_ms if tat_ms is not None else now_ms, now_ms)
-    allow_at = tat - tau
+    allow_at = tat - tau - EPSILON_MS
     if now_ms < allow_at:
-        return Decision(False, rate.limit, 0, int(-(-allow_at // 1))), None
+        return Decision(False, rate.limit, 0, math.ceil(allow_at)), None
     new_tat = tat + interval
-    remaining = int((tau - (new_tat - interval - now_ms)) // interval)
+    remaining = math.floor((tau - (tat - now_ms)) / interval + 1e-6)
     remaining = max(0, min(rate.limit - 1, remaining))
     return Decision(True, rate.limit, remaining, now_ms), new_tat
 
@@ -82,4 +88,6 @@ def parse_rate(text: str) -> Rate:
     if not match or int(match.group(1)) <= 0:
         raise ValueError(f"rate must look like 600/5s or 10/s, got {text!r}")
     count = int(match.group(2) or 1)
+    if count <= 0:
+        raise ValueError(f"rate window must be positive, got {text!r}")
     return Rate(int(match.group(1)), count * _UNIT_MS[match.group(3)])

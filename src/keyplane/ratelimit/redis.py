@@ -38,23 +38,6 @@ DEFAULT_RETRIES = 1
 # KEYS[1] bucket key; ARGV now_ms, limit, window_ms, grace_ms. Returns {allowed 0|1, remaining,
 # reset_at_ms}. Mirrors gcra() step by step; keep the two in sync (the contract suite checks).
 _GCRA_LUA = """
-local function floordiv(a, b)
-  -- CPython's float floor division (a // b), which is not always math.floor(a / b)
-  local mod = math.fmod(a, b)
-  local div = (a - mod) / b
-  if mod ~= 0 and ((b < 0) ~= (mod < 0)) then
-    div = div - 1
-  end
-  if div == 0 then
-    return 0
-  end
-  local result = math.floor(div)
-  if div - result > 0.5 then
-    result = result + 1
-  end
-  return result
-end
-
 local now = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
@@ -70,15 +53,15 @@ end
 if tat == nil or tat < now then
   tat = now
 end
-local allow_at = tat - tau
+local allow_at = tat - tau - 0.001
 if now < allow_at then
-  return {0, 0, -floordiv(-allow_at, 1)}
+  return {0, 0, math.ceil(allow_at)}
 end
 local new_tat = tat + interval
-local remaining = floordiv(tau - (new_tat - interval - now), interval)
+local remaining = math.floor((tau - (tat - now)) / interval + 1e-6)
 remaining = math.max(0, math.min(limit - 1, remaining))
 -- the TAT stops mattering once now >= new_tat (then max(tat, now) == now, as for no key)
-local ttl = -floordiv(-(new_tat - now), 1) + grace
+local ttl = math.ceil(new_tat - now) + grace
 redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl)
 return {1, remaining, now}
 """

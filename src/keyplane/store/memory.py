@@ -59,7 +59,7 @@ class MemoryStore:
             return self._accounts.get(uid)
 
     def save_account(self, account: Account) -> None:
-        """Persist status/note/username of an existing account; bumps the revision.
+        """Persist status/note/username/rate_limits of an account; bumps the revision.
 
         Raises NotFoundError when account.uid is unknown.
         """
@@ -68,7 +68,11 @@ class MemoryStore:
             if current is None:
                 raise NotFoundError(f"account {account.uid} not found")
             self._accounts[account.uid] = replace(
-                current, status=account.status, note=account.note, username=account.username
+                current,
+                status=account.status,
+                note=account.note,
+                username=account.username,
+                rate_limits=account.rate_limits,
             )
             self._revision += 1
 

@@ -29,7 +29,7 @@ class Store(Protocol):
         ...
 
     def save_account(self, account: Account) -> None:
-        """Persist status/note/username of an existing account; bumps the revision."""
+        """Persist status/note/username/rate_limits of an account; bumps the revision."""
         ...
 
     def list_accounts(self, *, parent_uid: int | None = None) -> Sequence[Account]:

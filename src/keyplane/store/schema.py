@@ -50,6 +50,7 @@ accounts = Table(
     Column("note", Text, nullable=False, default=""),
     Column("status", String(16), nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
+    Column("rate_limits", Text, nullable=False, server_default=""),
 )
 
 api_keys = Table(
@@ -71,6 +72,7 @@ api_keys = Table(
     Column("revoked_at_ms", BigInteger, nullable=True),
     Column("last_used_at_ms", BigInteger, nullable=True),
     Column("updated_at_ms", BigInteger, nullable=True),
+    Column("rate_limits", Text, nullable=False, server_default=""),
 )
 
 store_meta = Table(

@@ -35,6 +35,7 @@ from sqlalchemy.pool import StaticPool
 
 from keyplane.errors import NotFoundError
 from keyplane.keys.ips import IpAllowlist
+from keyplane.keys.limits import RateOverrides
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus, KeyType
 from keyplane.keys.permissions import Permissions
 from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH
@@ -215,7 +216,7 @@ class SqlStore:
         return None if row is None else _account_from_row(row)
 
     def save_account(self, account: Account) -> None:
-        """Persist status/note/username of an existing account; bumps the revision.
+        """Persist status/note/username/rate_limits of an account; bumps the revision.
 
         Raises NotFoundError when account.uid is unknown.
         """
@@ -223,7 +224,12 @@ class SqlStore:
             result = conn.execute(
                 update(accounts)
                 .where(accounts.c.uid == account.uid)
-                .values(status=str(account.status), note=account.note, username=account.username)
+                .values(
+                    status=str(account.status),
+                    note=account.note,
+                    username=account.username,
+                    rate_limits=account.rate_limits.to_text(),
+                )
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"account {account.uid} not found")
@@ -362,6 +368,7 @@ def _account_values(account: Account) -> dict[str, Any]:
         "note": account.note,
         "status": str(account.status),
         "created_at_ms": account.created_at_ms,
+        "rate_limits": account.rate_limits.to_text(),
     }
 
 
@@ -374,6 +381,7 @@ def _account_from_row(row: Row[Any]) -> Account:
         username=m["username"],
         note=m["note"],
         status=AccountStatus(m["status"]),
+        rate_limits=RateOverrides.parse(m["rate_limits"]),
     )
 
 
@@ -395,6 +403,7 @@ def _key_values(key: ApiKey) -> dict[str, Any]:
         "revoked_at_ms": key.revoked_at_ms,
         "last_used_at_ms": key.last_used_at_ms,
         "updated_at_ms": key.updated_at_ms,
+        "rate_limits": key.rate_limits.to_text(),
     }
 
 
@@ -422,4 +431,5 @@ def _key_from_row(row: Row[Any]) -> ApiKey:
         revoked_at_ms=_opt_int(m["revoked_at_ms"]),
         last_used_at_ms=_opt_int(m["last_used_at_ms"]),
         updated_at_ms=_opt_int(m["updated_at_ms"]),
+        rate_limits=RateOverrides.parse(m["rate_limits"]),
     )
