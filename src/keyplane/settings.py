@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     cache_poll_ms: int, ms between checks of the store revision (key-cache invalidation).
     ip_limit: "600/5s" form or "off" (KEYPLANE_IP_LIMIT); over it HTTP 403 for ip_ban_seconds.
     ratelimit_fail_open_reads / _writes: what happens when the limiter backend is down.
+    redis_url: redis://host:port/db (KEYPLANE_REDIS_URL); when set, rate limits are kept in
+        Redis and so shared by every node; unset, in process memory (one node).
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     ip_ban_seconds: float = Field(default=10.0, ge=0)
     ratelimit_fail_open_reads: bool = True
     ratelimit_fail_open_writes: bool = False
+    redis_url: SecretStr | None = None
 
     @field_validator("ip_limit")
     @classmethod

@@ -28,8 +28,23 @@ class KeyCache:
         self._entries: dict[str, KeyEntry | None] = {}
         self._revision = revision
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
         self.hits = 0
         self.misses = 0
+        self.invalidations = 0
+
+    def add_invalidation_listener(self, listener: Callable[[], None]) -> None:
+        """Call listener() (on the caller's thread, after the drop) whenever entries are dropped.
+
+        Used by long-lived connections (WebSocket) to re-check their key after a revocation.
+        A listener must not raise and must not block; it runs on the event loop.
+        """
+        self._listeners.append(listener)
+
+    def _invalidated(self) -> None:
+        self.invalidations += 1
+        for listener in self._listeners:
+            listener()
 
     def peek(self, api_key: str) -> tuple[bool, KeyEntry | None]:
         """(found, entry) without loading: the hot path's no-I/O lookup."""
@@ -59,10 +74,12 @@ class KeyCache:
                 return False
             self._revision = revision
             self._entries = {}
-            return True
+        self._invalidated()
+        return True
 
     def clear(self) -> None:
         """Drop every entry now (same-process writes call this)."""
         with self._lock:
             self._entries = {}
             self._revision = -1
+        self._invalidated()

@@ -179,9 +179,35 @@ def serve(
             help="IPs/CIDRs whose X-Forwarded-For is believed (KEYPLANE_TRUSTED_PROXIES).",
         ),
     ] = None,
+    redis: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            help="Redis URL for rate limits shared by every node, e.g. redis://127.0.0.1:6379/0 "
+            "(KEYPLANE_REDIS_URL); unset: limits in this process.",
+        ),
+    ] = None,
+    ip_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--ip-limit", help='Per-IP budget like "600/5s", or "off" (KEYPLANE_IP_LIMIT).'
+        ),
+    ] = None,
+    ip_ban_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--ip-ban-seconds",
+            help="Seconds an IP stays refused after going over --ip-limit "
+            "(KEYPLANE_IP_BAN_SECONDS).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
-    """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly."""
+    """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly.
+
+    Several identical nodes: give each the same --db postgresql+psycopg://..., --redis and
+    KEYPLANE_KEK; a key change on any node (or by the CLI) reaches every node within a second.
+    """
     import uvicorn
 
     from keyplane.http.app import create_app
@@ -190,6 +216,12 @@ def serve(
     overrides: dict[str, Any] = {"host": host, "port": port}
     if trusted_proxies is not None:
         overrides["trusted_proxies"] = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
+    if redis is not None:
+        overrides["redis_url"] = redis
+    if ip_limit is not None:
+        overrides["ip_limit"] = ip_limit
+    if ip_ban_seconds is not None:
+        overrides["ip_ban_seconds"] = ip_ban_seconds
     try:
         settings = Settings.model_validate({**_settings(db).model_dump(), **overrides})
     except ValueError as exc:
@@ -198,8 +230,10 @@ def serve(
         result = service.initialize()
     if result is not None:
         _print_init(result, as_json=False, url=f"http://{host}:{port}")
+    limits_at = "redis" if settings.redis_url else "memory"
     err_console.print(
-        f"keyplane serving on http://{host}:{port} (database {_display_db(settings)})"
+        f"keyplane serving on http://{host}:{port} "
+        f"(database {_display_db(settings)}, rate limits in {limits_at})"
     )
     server = uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port))
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown

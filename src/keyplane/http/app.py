@@ -20,19 +20,23 @@ from keyplane.http.envelope import envelope_response
 from keyplane.http.errors import http_status_for
 from keyplane.http.key_management import key_management_routes
 from keyplane.http.limits import RequestLimits
+from keyplane.http.metrics import Metrics, metrics_endpoint
 from keyplane.http.middleware import AuthMiddleware
 from keyplane.http.usage import LastUsedRecorder
 from keyplane.keys import KeyEncryptionKey
 from keyplane.logs import configure_logging
-from keyplane.ratelimit import MemoryRateLimiter, RateLimiter
+from keyplane.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from keyplane.service import KeyService
 from keyplane.settings import Settings, load_kek
-from keyplane.store import Store, open_store
+from keyplane.store import SqlStore, Store, open_store
+from keyplane.store.notifications import RevisionNotice, lag_ms, listen_for_revisions
 from keyplane.venue import VenueConfig, VenueState, venue_routes
 
 __all__ = ["create_app"]
 
 log = structlog.get_logger("keyplane.http")
+
+_READY_TIMEOUT_S = 2.0
 
 
 async def _keyplane_error(request: Request, exc: Exception) -> Response:
@@ -47,7 +51,42 @@ async def _keyplane_error(request: Request, exc: Exception) -> Response:
 
 
 async def _healthz(_: Request) -> Response:
+    """GET /healthz: the process is up and serving (liveness)."""
     return JSONResponse({"status": "ok"})
+
+
+async def _readyz(request: Request) -> Response:
+    """GET /readyz: 200 when the store and the limiter backend (Redis) answer, else 503.
+
+    Body: {"status": "ready"|"unready", "checks": {"store": "ok"|error, "ratelimit": ...}}.
+    A load balancer should route only to ready nodes.
+    """
+    state = request.app.state
+    checks: dict[str, str] = {}
+    try:
+        with anyio.fail_after(_READY_TIMEOUT_S):
+            await anyio.to_thread.run_sync(state.store.revision)
+        checks["store"] = "ok"
+    except Exception as exc:
+        checks["store"] = type(exc).__name__
+    try:
+        with anyio.fail_after(_READY_TIMEOUT_S):
+            await state.limits.limiter.ping()
+        checks["ratelimit"] = "ok"
+    except Exception as exc:
+        checks["ratelimit"] = type(exc).__name__
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "unready", "checks": checks},
+        status_code=200 if ready else 503,
+    )
+
+
+def _limiter_for(settings: Settings) -> RateLimiter:
+    """Redis when settings.redis_url is set (shared by every node), else in-memory."""
+    if settings.redis_url is None:
+        return MemoryRateLimiter()
+    return RedisRateLimiter.from_url(settings.redis_url.get_secret_value())
 
 
 def create_app(
@@ -61,10 +100,11 @@ def create_app(
 ) -> Starlette:
     """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter) can be swapped.
 
-    With no limiter, an in-memory one (one node). With no store, opens (and migrates)
-    settings.database_url. The app owns the store it opened and closes it on shutdown.
-    Background upkeep while running: key-cache invalidation by polling the store revision every
-    settings.cache_poll_ms, and lastUsedAt flushes every settings.last_used_flush_ms.
+    With no limiter: Redis when settings.redis_url is set, else in-memory (one node). With no
+    store, opens (and migrates) settings.database_url. The app owns the store and limiter it
+    made and closes them on shutdown. Background upkeep while running: key-cache invalidation
+    by the revocation broadcast (PostgreSQL LISTEN/NOTIFY) and by polling the store revision
+    every settings.cache_poll_ms, and lastUsedAt flushes every settings.last_used_flush_ms.
     """
     configure_logging()
     settings = settings or Settings()
@@ -74,17 +114,29 @@ def create_app(
     service = KeyService(the_store, kek or load_kek(settings), the_clock)
     cache = KeyCache(service.key_entry)
     last_used = LastUsedRecorder()
+    metrics = Metrics()
     limits = RequestLimits(
-        limiter or MemoryRateLimiter(),
+        limiter or _limiter_for(settings),
         ip_rate=settings.ip_rate(),
         ip_ban_ms=int(settings.ip_ban_seconds * 1000),
         fail_open_reads=settings.ratelimit_fail_open_reads,
         fail_open_writes=settings.ratelimit_fail_open_writes,
     )
+    metrics.watch_limiter(limits.decisions)
+    metrics.watch_cache(lambda: (cache.hits, cache.misses, cache.invalidations))
+    round_trips = getattr(limits.limiter, "round_trips", None)
+    if round_trips is not None:
+        metrics.watch_round_trips(lambda: int(getattr(limits.limiter, "round_trips", 0)))
+
+    def on_notice(notice: RevisionNotice) -> None:
+        if cache.sync_revision(notice.revision):
+            metrics.observe_propagation_ms(lag_ms(notice))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tasks:
+            if isinstance(the_store, SqlStore) and the_store.engine.dialect.name == "postgresql":
+                tasks.start_soon(listen_for_revisions, the_store.engine.url, on_notice, cache.clear)
             tasks.start_soon(_poll_revision, the_store, cache, settings.cache_poll_ms)
             tasks.start_soon(_flush_last_used, the_store, last_used, settings.last_used_flush_ms)
             try:
@@ -96,7 +148,13 @@ def create_app(
         if owns_store:
             the_store.close()
 
-    routes = [Route("/healthz", _healthz), *key_management_routes(), *venue_routes()]
+    routes = [
+        Route("/healthz", _healthz),
+        Route("/readyz", _readyz),
+        Route("/metrics", metrics_endpoint),
+        *key_management_routes(),
+        *venue_routes(),
+    ]
     app = Starlette(
         routes=routes,
         middleware=[
@@ -106,6 +164,7 @@ def create_app(
                 clock=the_clock,
                 last_used=last_used,
                 limits=limits,
+                auth_outcomes=metrics.auth_outcomes,
                 max_body_bytes=settings.max_body_bytes,
                 trusted_proxies=settings.trusted_proxies,
             )
@@ -119,6 +178,7 @@ def create_app(
     app.state.service = service
     app.state.cache = cache
     app.state.limits = limits
+    app.state.metrics = metrics
     app.state.venue = venue or VenueState(VenueConfig())
     return app
 

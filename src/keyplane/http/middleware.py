@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from keyplane.http.envelope import envelope_bytes
 from keyplane.http.errors import BodyTooLargeError, MethodNotAllowedError, http_status_for
 from keyplane.http.limits import RequestLimits, limit_headers
 from keyplane.http.usage import LastUsedRecorder
-from keyplane.policy import find_route
+from keyplane.policy import RoutePolicy, find_route
 from keyplane.ratelimit import Decision
 
 __all__ = ["AuthMiddleware", "client_ip_of"]
@@ -36,7 +37,7 @@ __all__ = ["AuthMiddleware", "client_ip_of"]
 log = structlog.get_logger("keyplane.http")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_PASS_THROUGH = frozenset({"/healthz", "/readyz"})
+_PASS_THROUGH = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def client_ip_of(scope: Scope, trusted: Sequence[_Network]) -> str:
@@ -91,6 +92,7 @@ class AuthMiddleware:
         limits: RequestLimits,
         max_body_bytes: int,
         trusted_proxies: Sequence[str] = (),
+        auth_outcomes: Counter[int] | None = None,
     ) -> None:
         self.app = app
         self.cache = cache
@@ -99,6 +101,7 @@ class AuthMiddleware:
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+        self.auth_outcomes: Counter[int] = Counter() if auth_outcomes is None else auth_outcomes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _PASS_THROUGH:
@@ -143,31 +146,40 @@ class AuthMiddleware:
         body = read or b""
         raw_query: bytes = scope.get("query_string", b"")
         if not policy.public:
-            headers = parse_auth_headers(scope["headers"])
-            found, entry = self.cache.peek(headers.api_key)
-            if not found:
-                entry = await anyio.to_thread.run_sync(self.cache.load, headers.api_key)
-            payloads = query_sign_candidates(raw_query) if method == "GET" else (body,)
-            now = self.clock.now_ms()
-            context = authenticate(
-                headers,
-                payloads,
-                entry,
-                client_ip=client_ip,
-                now_ms=now,
-            )
-            params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
-            raw_category = params.get("category")
-            category = raw_category if isinstance(raw_category, str) else None
-            authorize(context, policy, category)
-            decision = await self.limits.check_key(context, policy, category, now)
-            self.last_used.mark(context.key.id, now)
-            scope[AUTH_SCOPE_KEY] = context
+            try:
+                params, decision = await self._authenticate(
+                    scope, policy, client_ip, raw_query, body
+                )
+            except KeyplaneError as exc:
+                self.auth_outcomes[exc.ret_code] += 1
+                raise
+            self.auth_outcomes[0] += 1
         else:
             decision = None
             params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
         scope[PARAMS_SCOPE_KEY] = params
         return (receive if read is None else _replay(read, receive)), decision
+
+    async def _authenticate(
+        self, scope: Scope, policy: RoutePolicy, client_ip: str, raw_query: bytes, body: bytes
+    ) -> tuple[dict[str, Any], Decision | None]:
+        """Pipeline + limits for a private route; puts the AuthContext into the scope."""
+        method = scope["method"]
+        headers = parse_auth_headers(scope["headers"])
+        found, entry = self.cache.peek(headers.api_key)
+        if not found:
+            entry = await anyio.to_thread.run_sync(self.cache.load, headers.api_key)
+        payloads = query_sign_candidates(raw_query) if method == "GET" else (body,)
+        now = self.clock.now_ms()
+        context = authenticate(headers, payloads, entry, client_ip=client_ip, now_ms=now)
+        params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
+        raw_category = params.get("category")
+        category = raw_category if isinstance(raw_category, str) else None
+        authorize(context, policy, category)
+        decision = await self.limits.check_key(context, policy, category, now)
+        self.last_used.mark(context.key.id, now)
+        scope[AUTH_SCOPE_KEY] = context
+        return params, decision
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, capped at max_body_bytes; None when the request declares none.

@@ -26,5 +26,8 @@ class MemoryRateLimiter:
             self._tat = {b: t for b, t in self._tat.items() if t > now_ms}
         return decision
 
+    async def ping(self) -> None:
+        """Always answers: the buckets live in this process."""
+
     async def close(self) -> None:
         """Nothing to release."""

@@ -57,6 +57,10 @@ class RateLimiter(Protocol):
         """Count one request against bucket (e.g. "key:42:/v5/order/create:spot") at now_ms."""
         ...
 
+    async def ping(self) -> None:
+        """Return when the backend answers; raise (e.g. redis ConnectionError) when it cannot."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...

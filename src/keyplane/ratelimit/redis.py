@@ -135,6 +135,10 @@ class RedisRateLimiter:
         allowed, remaining, reset_at_ms = (int(v) for v in reply)
         return Decision(bool(allowed), rate.limit, remaining, reset_at_ms)
 
+    async def ping(self) -> None:
+        """PING Redis; raises RedisError when it does not answer."""
+        await self._client.ping()
+
     async def close(self) -> None:
         """Close the client and its connection pool."""
         await self._client.aclose()

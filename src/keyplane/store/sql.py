@@ -8,6 +8,7 @@ MemoryStore for the same sequence of calls.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,8 +42,12 @@ from keyplane.keys.permissions import Permissions
 from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH
 from keyplane.store.schema import REVISION_ROW, accounts, api_keys, store_meta
 
+#: PostgreSQL LISTEN/NOTIFY channel carrying "<revision>:<sent wall ms>" after every write.
+REVISION_CHANNEL = "keyplane_revision"
+
 __all__ = [
     "MIGRATIONS_DIR",
+    "REVISION_CHANNEL",
     "SqlStore",
     "display_url",
     "make_engine",
@@ -163,6 +168,7 @@ class SqlStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self._writer = engine.execution_options(**{_WRITE_OPTION: True})
+        self._notify = engine.dialect.name == "postgresql"
 
     def __repr__(self) -> str:
         return f"SqlStore({self.url_for_display!r})"
@@ -179,13 +185,25 @@ class SqlStore:
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """A write transaction that has already bumped (and so locked) the revision row."""
+        """A write transaction that has already bumped (and so locked) the revision row.
+
+        On PostgreSQL it also queues NOTIFY keyplane_revision '<revision>:<wall ms>', which the
+        server delivers to every listening node when (and only when) the transaction commits:
+        the revocation broadcast (keyplane.store.notifications).
+        """
         with self._writer.begin() as conn:
-            conn.execute(
+            revision = conn.execute(
                 update(store_meta)
                 .where(store_meta.c.name == REVISION_ROW)
                 .values(value=store_meta.c.value + 1)
-            )
+                .returning(store_meta.c.value)
+            ).scalar_one()
+            if self._notify:
+                payload = f"{revision}:{time.time_ns() // 1_000_000}"
+                conn.execute(
+                    text("SELECT pg_notify(:channel, :payload)"),
+                    {"channel": REVISION_CHANNEL, "payload": payload},
+                )
             yield conn
 
     def create_account(

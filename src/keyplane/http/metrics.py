@@ -1,0 +1,131 @@
+"""Prometheus metrics at GET /metrics (text exposition format, prometheus-client).
+
+The hot path only bumps plain in-process counters (a dict increment); this module turns them
+into Prometheus samples when /metrics is scraped, so metrics cost the request path nothing
+measurable. Each app has its own registry (several apps can live in one test process).
+
+Series (all counters are totals since the process started):
+- keyplane_auth_requests_total{ret_code}: authenticated-route outcomes, "0" for success.
+- keyplane_ratelimit_decisions_total{outcome}: allowed, limited, ip_limited, ip_banned,
+  failed_open, failed_closed (the limiter backend's fail policy, DESIGN.md §2).
+- keyplane_key_cache_lookups_total{result}: hit, miss. keyplane_key_cache_invalidations_total.
+- keyplane_revocation_propagation_seconds: histogram, commit of a key change on any node ->
+  this node dropping its cache (PostgreSQL LISTEN/NOTIFY; wall clocks, so same-host accurate).
+- keyplane_ratelimit_backend_round_trips_total: commands sent to Redis (target: 1 a decision).
+- keyplane_websocket_connections: gauge of open private WebSocket connections.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+
+__all__ = ["Metrics", "metrics_endpoint"]
+
+#: propagation-lag buckets, seconds: the target is p99 < 0.1 s, never above 1 s.
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The metric sources of one app, and its Prometheus registry.
+
+    auth_outcomes: Counter[int] keyed by retCode (0 = authenticated), bumped by the middleware.
+    Sources registered with `watch_*` are read at scrape time.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.auth_outcomes: Counter[int] = Counter()
+        self.propagation = Histogram(
+            "keyplane_revocation_propagation_seconds",
+            "Seconds from a key change committing on any node to this node dropping its cache.",
+            buckets=_LAG_BUCKETS,
+            registry=self.registry,
+        )
+        self._limiter_decisions: Counter[str] = Counter()
+        self._cache_stats: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
+        self._ws_connections: Callable[[], int] = lambda: 0
+        self._round_trips: Callable[[], int] | None = None
+        self.registry.register(_Collector(self))
+
+    def watch_limiter(self, decisions: Counter[str]) -> None:
+        """Expose this Counter of limiter outcomes (keyplane.http.limits.RequestLimits)."""
+        self._limiter_decisions = decisions
+
+    def watch_cache(self, stats: Callable[[], tuple[int, int, int]]) -> None:
+        """stats() -> (hits, misses, invalidations) of the key cache."""
+        self._cache_stats = stats
+
+    def watch_round_trips(self, count: Callable[[], int]) -> None:
+        """count() -> commands sent to the limiter backend (Redis) so far."""
+        self._round_trips = count
+
+    def watch_websockets(self, count: Callable[[], int]) -> None:
+        """count() -> open private WebSocket connections."""
+        self._ws_connections = count
+
+    def observe_propagation_ms(self, lag_ms: int) -> None:
+        """Record one revocation-broadcast lag (int ms; negative clock skew counts as 0)."""
+        self.propagation.observe(max(lag_ms, 0) / 1000)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+
+class _Collector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        auth = CounterMetricFamily(
+            "keyplane_auth_requests",
+            "Requests to authenticated routes by outcome retCode (0 = passed).",
+            labels=["ret_code"],
+        )
+        for code, count in sorted(self._m.auth_outcomes.items()):
+            auth.add_metric([str(code)], count)
+        yield auth
+        limiter = CounterMetricFamily(
+            "keyplane_ratelimit_decisions",
+            "Rate-limit decisions by outcome.",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self._m._limiter_decisions.items()):
+            limiter.add_metric([outcome], count)
+        yield limiter
+        hits, misses, invalidations = self._m._cache_stats()
+        lookups = CounterMetricFamily(
+            "keyplane_key_cache_lookups", "Key-cache lookups by result.", labels=["result"]
+        )
+        lookups.add_metric(["hit"], hits)
+        lookups.add_metric(["miss"], misses)
+        yield lookups
+        yield CounterMetricFamily(
+            "keyplane_key_cache_invalidations",
+            "Times the key cache was dropped (revocation broadcast, poll, local write).",
+            value=invalidations,
+        )
+        if self._m._round_trips is not None:
+            yield CounterMetricFamily(
+                "keyplane_ratelimit_backend_round_trips",
+                "Commands sent to the rate-limit backend (Redis): one per decision.",
+                value=self._m._round_trips(),
+            )
+        yield GaugeMetricFamily(
+            "keyplane_websocket_connections",
+            "Open private WebSocket connections.",
+            value=self._m._ws_connections(),
+        )
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """GET /metrics: the app's metrics in the Prometheus text format."""
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
