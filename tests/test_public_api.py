@@ -58,7 +58,14 @@ PUBLIC = {
         "ws_string_to_sign",
     },
     "keyplane.clock": {"Clock", "FrozenClock", "OffsetClock", "SystemClock"},
-    "keyplane.testing": {"FrozenClock", "MemoryStore", "free_port", "running_server"},
+    "keyplane.testing": {
+        "FrozenClock",
+        "MemoryStore",
+        "NodeProcess",
+        "free_port",
+        "node_process",
+        "running_server",
+    },
     "keyplane.service": {"InitResult", "IssuedKey", "KeyService", "MASTER_KEY_EXCLUDED"},
 }
 

@@ -2,16 +2,25 @@
 
 with running_server(create_app(settings)) as url:
     session = HTTP(api_key=..., api_secret=...); session.endpoint = url
+
+with node_process(["--db", pg_url, "--redis", redis_url], env={"KEYPLANE_KEK": kek}) as node:
+    ...  # a `keyplane serve` subprocess, ready (GET /readyz == 200) at node.url
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
+import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -19,7 +28,14 @@ from keyplane.clock import FrozenClock
 from keyplane.http.server import uvicorn_config
 from keyplane.store.memory import MemoryStore
 
-__all__ = ["FrozenClock", "MemoryStore", "free_port", "running_server"]
+__all__ = [
+    "FrozenClock",
+    "MemoryStore",
+    "NodeProcess",
+    "free_port",
+    "node_process",
+    "running_server",
+]
 
 
 def free_port() -> int:
@@ -51,3 +67,60 @@ def running_server(app: ASGIApp, *, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@dataclass
+class NodeProcess:
+    """A `keyplane serve` subprocess: url "http://127.0.0.1:P", and its Popen."""
+
+    url: str
+    process: subprocess.Popen[str]
+
+    def stop(self, timeout_s: float = 30) -> tuple[int, str]:
+        """SIGTERM (graceful shutdown), wait; returns (exit code, stderr)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=timeout_s)
+        return self.process.returncode, stderr
+
+
+@contextmanager
+def node_process(
+    serve_args: Sequence[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    ready_timeout_s: float = 30,
+) -> Iterator[NodeProcess]:
+    """Run `python -m keyplane serve --port P <serve_args>` until GET /readyz answers 200.
+
+    env is added to this process's environment. Raises RuntimeError (with the node's stderr)
+    when it exits or is not ready in ready_timeout_s. Stops it with SIGTERM on exit.
+    """
+    port = port or free_port()
+    process = subprocess.Popen(  # noqa: S603 (our own interpreter and CLI)
+        [sys.executable, "-m", "keyplane", "serve", "--port", str(port), *serve_args],
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    node = NodeProcess(f"http://127.0.0.1:{port}", process)
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"keyplane serve exited: {node.stop()[1]}")
+            try:
+                if httpx.get(f"{node.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("keyplane serve was not ready in time")
+            time.sleep(0.05)
+        yield node
+    finally:
+        if process.poll() is None:
+            node.stop()

@@ -8,21 +8,15 @@ redis-server on a free port for tests that kill it or count its commands.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from keyplane.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from tests._services import redis_url_or_skip
+from tests._services import RedisServer, redis_url_or_skip, started_private_redis
 
 BACKENDS = [pytest.param("memory", id="memory"), pytest.param("redis", id="redis")]
 
@@ -98,76 +92,8 @@ async def redis_nodes() -> AsyncIterator[Callable[[], RedisRateLimiter]]:
         await delete_keys(url, prefix)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nothing listens on (right now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-class RedisServer:
-    """A redis-server subprocess on a fixed port, without persistence; start() and kill()."""
-
-    def __init__(self, binary: str, port: int, workdir: Path) -> None:
-        self.binary = binary
-        self.port = port
-        self.workdir = workdir
-        self.url = f"redis://127.0.0.1:{port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start the server and wait until it answers PING."""
-        assert self.process is None, "already running"
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self.process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=self.workdir
-        )
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    err = self.process.stderr.read().decode() if self.process.stderr else ""
-                    self.process = None
-                    raise RuntimeError(f"redis-server on port {self.port} exited: {err}")
-                try:
-                    client.ping()
-                    return
-                except redis.exceptions.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """SIGKILL the server (by pid) and reap it."""
-        if self.process is None:
-            return
-        self.process.kill()
-        self.process.wait(timeout=_START_TIMEOUT_S)
-        if self.process.stderr:
-            self.process.stderr.close()
-        self.process = None
-
-
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A running throwaway redis-server on a free port; killed afterwards.
-
-    Skips when the redis-server binary is missing, fails instead under CI=true.
-    """
-    binary = shutil.which("redis-server")
-    if binary is None:
-        reason = "redis-server binary not found on PATH (needed to start a private Redis)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = RedisServer(binary, free_port(), tmp_path)
-    server.start()
-    try:
+    """A running throwaway redis-server on a free port; killed afterwards (see tests._services)."""
+    with started_private_redis(tmp_path) as server:
         yield server
-    finally:
-        server.kill()

@@ -21,8 +21,7 @@ from hypothesis import strategies as st
 
 from keyplane.ratelimit import Decision, Rate, RateLimiter, RedisRateLimiter, gcra
 from keyplane.ratelimit.redis import DEFAULT_EXPIRY_GRACE_MS
-from tests._services import redis_url_or_skip
-from tests.ratelimit.conftest import RedisServer, free_port
+from tests._services import RedisServer, free_port, redis_url_or_skip
 
 pytestmark = pytest.mark.anyio
 

@@ -7,6 +7,7 @@ commands that print data take `--json` (stdout then holds exactly one JSON docum
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -236,7 +237,10 @@ def serve(
         f"(database {_display_db(settings)}, rate limits in {limits_at})"
     )
     server = uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port))
-    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after shutdown
+    # uvicorn finishes in-flight requests on SIGINT/SIGTERM, then re-raises the signal: make
+    # that a clean exit 0 (a graceful stop), not death by signal.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    with contextlib.suppress(KeyboardInterrupt):
         server.run()
     err_console.print("keyplane stopped")
 

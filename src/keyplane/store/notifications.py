@@ -1,10 +1,11 @@
 """The revocation broadcast on PostgreSQL: LISTEN keyplane_revision.
 
-Every SqlStore write on PostgreSQL queues `NOTIFY keyplane_revision '<revision>:<sent wall ms>'`
+Every SqlStore write on PostgreSQL queues NOTIFY keyplane_revision '<schema>:<revision>:<ms>'
 inside its transaction, so the notice reaches every listening node the moment the write commits,
 whichever process made it (a node, or `keyplane keys revoke` on another machine). A node listens
-on one dedicated autocommit connection and drops its key cache on each notice; the revision poll
-keeps running underneath as the safety net, so a lost connection costs at most one poll interval.
+on one dedicated autocommit connection and drops its key cache on each notice for its schema;
+the revision poll keeps running underneath as the safety net, so a lost connection costs at most
+one poll interval.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ class RevisionNotice:
         self.sent_ms = sent_ms
 
 
-def parse_notice(payload: str) -> RevisionNotice | None:
-    """ "<revision>:<ms>" -> RevisionNotice; None for anything else (never raises)."""
-    revision, _, sent = payload.partition(":")
+def parse_notice(payload: str, schema: str) -> RevisionNotice | None:
+    """Parse "<schema>:<revision>:<ms>"; None when it is about another schema's store, or
+    malformed (never raises)."""
+    head, _, sent = payload.rpartition(":")
+    origin, _, revision = head.rpartition(":")
+    if origin != schema:
+        return None
     try:
         return RevisionNotice(int(revision), int(sent))
     except ValueError:
@@ -66,10 +71,14 @@ async def listen_for_revisions(
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                cursor = await conn.execute("SELECT current_schema()")
+                row = await cursor.fetchone()
+                schema = str(row[0]) if row else ""
                 await conn.execute(f"LISTEN {REVISION_CHANNEL}")
-                log.info("listening for revocations", channel=REVISION_CHANNEL)
+                log.info("listening for revocations", channel=REVISION_CHANNEL, schema=schema)
+                on_disconnect()  # notices may have been missed while (re)connecting
                 async for notify in conn.notifies():
-                    notice = parse_notice(notify.payload)
+                    notice = parse_notice(notify.payload, schema)
                     if notice is not None:
                         on_notice(notice)
         except psycopg.Error as exc:

@@ -42,7 +42,7 @@ from keyplane.keys.permissions import Permissions
 from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH
 from keyplane.store.schema import REVISION_ROW, accounts, api_keys, store_meta
 
-#: PostgreSQL LISTEN/NOTIFY channel carrying "<revision>:<sent wall ms>" after every write.
+#: PostgreSQL LISTEN/NOTIFY channel carrying "<schema>:<revision>:<sent wall ms>" after writes.
 REVISION_CHANNEL = "keyplane_revision"
 
 __all__ = [
@@ -187,7 +187,8 @@ class SqlStore:
     def _write(self) -> Iterator[Connection]:
         """A write transaction that has already bumped (and so locked) the revision row.
 
-        On PostgreSQL it also queues NOTIFY keyplane_revision '<revision>:<wall ms>', which the
+        On PostgreSQL it also queues NOTIFY keyplane_revision '<schema>:<revision>:<wall ms>' (the
+        channel is database-wide, the schema tells deployments sharing a database apart), which the
         server delivers to every listening node when (and only when) the transaction commits:
         the revocation broadcast (keyplane.store.notifications).
         """
@@ -201,7 +202,7 @@ class SqlStore:
             if self._notify:
                 payload = f"{revision}:{time.time_ns() // 1_000_000}"
                 conn.execute(
-                    text("SELECT pg_notify(:channel, :payload)"),
+                    text("SELECT pg_notify(:channel, current_schema() || ':' || :payload)"),
                     {"channel": REVISION_CHANNEL, "payload": payload},
                 )
             yield conn
