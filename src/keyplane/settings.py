@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     ratelimit_fail_open_reads / _writes: what happens when the limiter backend is down.
     redis_url: redis://host:port/db (KEYPLANE_REDIS_URL); when set, rate limits are kept in
         Redis and so shared by every node; unset, in process memory (one node).
+    ws_max_connections_per_key: authenticated WebSocket connections (/v5/private, /v5/trade)
+        one api key may hold at once (KEYPLANE_WS_MAX_CONNECTIONS_PER_KEY); beyond it auth fails.
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -46,6 +48,7 @@ class Settings(BaseSettings):
     ratelimit_fail_open_reads: bool = True
     ratelimit_fail_open_writes: bool = False
     redis_url: SecretStr | None = None
+    ws_max_connections_per_key: int = Field(default=20, gt=0)
 
     @field_validator("ip_limit")
     @classmethod

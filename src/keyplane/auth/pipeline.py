@@ -39,7 +39,7 @@ from keyplane.errors import (
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus
 from keyplane.policy import RoutePolicy
 from keyplane.secret import Secret
-from keyplane.signing import HmacKey, string_to_sign, verify_rsa
+from keyplane.signing import HmacKey, string_to_sign, verify_rsa, ws_string_to_sign
 
 __all__ = [
     "FUTURE_TOLERANCE_MS",
@@ -49,7 +49,9 @@ __all__ = [
     "RsaVerifier",
     "Verifier",
     "authenticate",
+    "authenticate_ws",
     "authorize",
+    "check_key_state",
     "check_timestamp",
 ]
 
@@ -142,6 +144,19 @@ def authenticate(
     prefix = string_to_sign(headers.timestamp_text, headers.api_key, headers.recv_window_text, b"")
     if not any(entry.verifier.verify(prefix + p, headers.signature) for p in payloads):
         raise SignatureMismatchError()
+    return check_key_state(entry, client_ip=client_ip, now_ms=now_ms)
+
+
+def check_key_state(entry: KeyEntry | None, *, client_ip: str, now_ms: int) -> AuthContext:
+    """Steps 2 and 5-7 for an already verified caller: known, not revoked, not suspended, account
+    not frozen, not expired, client_ip admitted. Shared by REST, WebSocket auth and the
+    re-check of live WebSocket connections after a revocation broadcast.
+
+    now_ms: ms since epoch. Raises InvalidApiKeyError 10003, AuthenticationFailedError 10007,
+    ApiKeyExpiredError 33004, UnmatchedIpError 10010.
+    """
+    if entry is None or entry.key.status is KeyStatus.REVOKED:
+        raise InvalidApiKeyError()
     key, account = entry.key, entry.account
     if key.status is KeyStatus.SUSPENDED or account.status is AccountStatus.FROZEN:
         raise AuthenticationFailedError()
@@ -150,6 +165,37 @@ def authenticate(
     if not key.ips.allows(client_ip):
         raise UnmatchedIpError()
     return AuthContext(key=key, account=account, client_ip=client_ip)
+
+
+def authenticate_ws(
+    expires: int,
+    signature: str,
+    entry: KeyEntry | None,
+    *,
+    client_ip: str,
+    now_ms: int,
+) -> AuthContext:
+    """Verify a WebSocket auth frame {"op": "auth", "args": [apiKey, expires, signature]}.
+
+    expires: int, ms since epoch, must be later than now_ms (Bybit rejects expired auth
+    frames). signature: HMAC-SHA256 hex, or RSA PKCS#1 v1.5 SHA-256 base64, over
+    "GET/realtime" + str(expires) (keyplane.signing.ws_string_to_sign), checked in constant
+    time by the key's verifier. entry: the cached key for apiKey, None when unknown.
+    Then the key-state checks of check_key_state. The signature is checked before anything
+    that would reveal key state. rule: Bybit V5 "WebSocket Connect", authentication.
+    Raises InvalidApiKeyError 10003, ParameterError 10001 (expired `expires`),
+    SignatureMismatchError 10004, AuthenticationFailedError 10007, ApiKeyExpiredError 33004,
+    UnmatchedIpError 10010.
+    """
+    if entry is None or entry.key.status is KeyStatus.REVOKED:
+        raise InvalidApiKeyError()
+    if expires <= now_ms:
+        raise ParameterError(
+            f"Params Error: auth expires {expires} is not after the server time {now_ms} (ms)"
+        )
+    if not entry.verifier.verify(ws_string_to_sign(expires), signature):
+        raise SignatureMismatchError()
+    return check_key_state(entry, client_ip=client_ip, now_ms=now_ms)
 
 
 def authorize(context: AuthContext, policy: RoutePolicy, category: str | None) -> None:

@@ -31,6 +31,7 @@ from keyplane.settings import Settings, load_kek
 from keyplane.store import SqlStore, Store, open_store
 from keyplane.store.notifications import RevisionNotice, lag_ms, listen_for_revisions
 from keyplane.venue import VenueConfig, VenueState, venue_routes
+from keyplane.ws import WsHub, ws_routes
 
 __all__ = ["create_app"]
 
@@ -154,6 +155,7 @@ def create_app(
         Route("/metrics", metrics_endpoint),
         *key_management_routes(),
         *venue_routes(),
+        *ws_routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -180,6 +182,16 @@ def create_app(
     app.state.limits = limits
     app.state.metrics = metrics
     app.state.venue = venue or VenueState(VenueConfig())
+    ws_hub = WsHub(
+        cache,
+        the_clock,
+        trusted_proxies=settings.trusted_proxies,
+        max_connections_per_key=settings.ws_max_connections_per_key,
+    )
+    app.state.venue.events.add_listener(ws_hub.on_venue_events)
+    cache.add_invalidation_listener(ws_hub.on_invalidated)
+    metrics.watch_websockets(ws_hub.count)
+    app.state.ws_hub = ws_hub
     return app
 
 

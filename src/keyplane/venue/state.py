@@ -10,11 +10,20 @@ The parts: `balances` (Wallets), `orders` (OrderBook), `positions` (Positions), 
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Unpack
 
 from keyplane.venue.balances import CoinBalance, Holds, Wallets
+from keyplane.venue.events import (
+    ExecutionEvent,
+    OrderEvent,
+    PositionEvent,
+    VenueEvent,
+    VenueEvents,
+    WalletEvent,
+)
 from keyplane.venue.instruments import COINS, Instrument, InstrumentBook, default_instruments
 from keyplane.venue.matching import MatchingEngine
 from keyplane.venue.movements import Movements, Transfer, Withdrawal, WithdrawRequest
@@ -62,6 +71,8 @@ class VenueState:
             self.book, leverage, self._wallets, self._orders, self._positions
         )
         self._movements = Movements(self._wallets, self.known_coins)
+        #: account events for the private WebSocket (keyplane.venue.events)
+        self.events = VenueEvents()
 
     def _holds(self, uid: int, coin: str) -> Holds:
         return self._orders.holds(uid, coin) + self._positions.holds(uid, coin)
@@ -87,7 +98,28 @@ class VenueState:
         instrument's filters, duplicate orderLinkId: "OrderLinkedID is duplicate") or
         InsufficientBalanceError."""
         with self._lock:
-            return self._matching.place(uid, req, now_ms)
+            order = self._matching.place(uid, req, now_ms)
+            events = self._order_events(order, now_ms)
+        self.events.publish(uid, events)
+        return order
+
+    def _order_events(self, order: Order, now_ms: int) -> list[VenueEvent]:
+        """The private-stream events of a placed or cancelled order (call under the lock)."""
+        events: list[VenueEvent] = [OrderEvent(order)]
+        if order.status == "Filled":
+            fill = ExecutionEvent(
+                order, str(uuid.uuid4()), order.cum_exec_qty, order.avg_price, now_ms
+            )
+            events.append(fill)
+            inst = self.book.find("linear", order.symbol) if order.category == "linear" else None
+            if inst is not None:
+                lev = self.config.leverage
+                pos = self._positions.select(order.uid, now_ms, order.symbol)
+                events += [PositionEvent(p, inst.price, lev) for p in pos]
+        if order.status != "New" or order.lock_amount or order.order_im:
+            wallet = self._wallets.wallet(order.uid, now_ms)
+            events.append(WalletEvent(tuple(wallet)))
+        return events
 
     def cancel_order(
         self,
@@ -110,7 +142,10 @@ class VenueState:
                 "order_id": order_id,
                 "order_link_id": order_link_id,
             }
-            return self._orders.cancel(uid, category, now_ms, filters)
+            order = self._orders.cancel(uid, category, now_ms, filters)
+            events = self._order_events(order, now_ms)
+        self.events.publish(uid, events)
+        return order
 
     def orders(
         self,
