@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,11 @@ class Settings(BaseSettings):
         Redis and so shared by every node; unset, in process memory (one node).
     ws_max_connections_per_key: authenticated WebSocket connections (/v5/private, /v5/trade)
         one api key may hold at once (KEYPLANE_WS_MAX_CONNECTIONS_PER_KEY); beyond it auth fails.
+    upstream_url: base URL (KEYPLANE_UPSTREAM_URL); when set, keyplane is a gateway: every
+        policy route outside /v5/user/* is forwarded there after keyplane's own checks.
+    upstream_kind: "generic" (trusted X-Keyplane-* identity headers) or "bybit" (re-signed
+        with the stored upstream credentials) (KEYPLANE_UPSTREAM_KIND).
+    upstream_timeout_s: float, seconds for each of connect/read/write/pool to the upstream.
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -49,6 +55,9 @@ class Settings(BaseSettings):
     ratelimit_fail_open_writes: bool = False
     redis_url: SecretStr | None = None
     ws_max_connections_per_key: int = Field(default=20, gt=0)
+    upstream_url: str | None = None
+    upstream_kind: Literal["generic", "bybit"] = "generic"
+    upstream_timeout_s: float = Field(default=10.0, gt=0, le=300)
 
     @field_validator("ip_limit")
     @classmethod

@@ -1,4 +1,4 @@
-"""`keyplane` commands: init, serve, accounts, keys, kek.
+"""`keyplane` commands: init, serve, accounts, keys, kek, upstream.
 
 Every command takes `--db URL` (else KEYPLANE_DATABASE_URL, else sqlite:///./keyplane.db);
 commands that print data take `--json` (stdout then holds exactly one JSON document).
@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from keyplane.cli.output import console, err_console, print_json, print_kv, print_table
+from keyplane.cli.upstream import upstream_app
 from keyplane.clock import SystemClock
 from keyplane.errors import KeyplaneError
 from keyplane.keys import (
@@ -48,6 +49,7 @@ kek_app = typer.Typer(
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(kek_app, name="kek")
+app.add_typer(upstream_app, name="upstream")
 
 DbOption = Annotated[
     str | None,
@@ -202,6 +204,29 @@ def serve(
             "(KEYPLANE_IP_BAN_SECONDS).",
         ),
     ] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream",
+            help="Gateway mode: forward every route but /v5/user/* to this base URL after "
+            "keyplane's checks (KEYPLANE_UPSTREAM_URL); unset: the demo venue answers.",
+        ),
+    ] = None,
+    upstream_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--upstream-kind",
+            help='"generic" (trusted X-Keyplane-* identity headers) or "bybit" (re-signed with '
+            "the credentials of `keyplane upstream set-credentials`) (KEYPLANE_UPSTREAM_KIND).",
+        ),
+    ] = None,
+    upstream_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--upstream-timeout",
+            help="Seconds for each of connect/read to the upstream (KEYPLANE_UPSTREAM_TIMEOUT_S).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly.
@@ -223,11 +248,18 @@ def serve(
         overrides["ip_limit"] = ip_limit
     if ip_ban_seconds is not None:
         overrides["ip_ban_seconds"] = ip_ban_seconds
+    if upstream is not None:
+        overrides["upstream_url"] = upstream
+    if upstream_kind is not None:
+        overrides["upstream_kind"] = upstream_kind
+    if upstream_timeout is not None:
+        overrides["upstream_timeout_s"] = upstream_timeout
     try:
         settings = Settings.model_validate({**_settings(db).model_dump(), **overrides})
     except ValueError as exc:
         _fail(f"invalid setting: {exc}")
     with _service(settings.database_url) as service:
+        gateway_to = _check_gateway(settings, service)  # before init: never lose its output
         result = service.initialize()
     if result is not None:
         _print_init(result, as_json=False, url=f"http://{host}:{port}")
@@ -236,6 +268,8 @@ def serve(
         f"keyplane serving on http://{host}:{port} "
         f"(database {_display_db(settings)}, rate limits in {limits_at})"
     )
+    if gateway_to:
+        err_console.print(f"gateway mode: forwarding to {gateway_to}; /v5/user/* stays local")
     server = uvicorn.Server(uvicorn_config(create_app(settings), host=host, port=port))
     # uvicorn finishes in-flight requests on SIGINT/SIGTERM, then re-raises the signal: make
     # that a clean exit 0 (a graceful stop), not death by signal.
@@ -243,6 +277,28 @@ def serve(
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     err_console.print("keyplane stopped")
+
+
+def _check_gateway(settings: Settings, service: KeyService) -> str:
+    """ "" without --upstream; else "<url> (kind K, timeout T s)". Exits 1 on a bad URL or when
+    kind bybit has no stored (decryptable) upstream credentials."""
+    if not settings.upstream_url:
+        return ""
+    from keyplane.gateway import display_upstream, load_upstream_credentials, parse_upstream_url
+
+    try:
+        url = display_upstream(parse_upstream_url(settings.upstream_url))
+    except ValueError as exc:
+        _fail(f"invalid --upstream: {exc}")
+    if (
+        settings.upstream_kind == "bybit"
+        and load_upstream_credentials(service.store, service.kek) is None
+    ):
+        _fail(
+            "--upstream-kind bybit needs the exchange credentials first: "
+            "keyplane upstream set-credentials --api-key KEY --db DATABASE"
+        )
+    return f"{url} (kind {settings.upstream_kind}, timeout {settings.upstream_timeout_s:g} s)"
 
 
 def _display_db(settings: Settings) -> str:

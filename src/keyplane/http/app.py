@@ -16,6 +16,7 @@ from starlette.routing import Route
 from keyplane.auth.cache import KeyCache
 from keyplane.clock import Clock, SystemClock
 from keyplane.errors import KeyplaneError
+from keyplane.gateway import gateway_from_settings, gateway_routes
 from keyplane.http.envelope import envelope_response
 from keyplane.http.errors import http_status_for
 from keyplane.http.key_management import key_management_routes
@@ -106,6 +107,8 @@ def create_app(
     made and closes them on shutdown. Background upkeep while running: key-cache invalidation
     by the revocation broadcast (PostgreSQL LISTEN/NOTIFY) and by polling the store revision
     every settings.cache_poll_ms, and lastUsedAt flushes every settings.last_used_flush_ms.
+    With settings.upstream_url the app is a gateway: every policy route outside /v5/user/*
+    is forwarded upstream (keyplane.gateway) instead of served by the demo venue.
     """
     configure_logging()
     settings = settings or Settings()
@@ -114,6 +117,9 @@ def create_app(
     the_clock: Clock = clock or SystemClock()
     service = KeyService(the_store, kek or load_kek(settings), the_clock)
     cache = KeyCache(service.key_entry)
+    gateway = gateway_from_settings(settings, the_store, service.kek)
+    if gateway is not None:  # gateway mode: credentials re-read after store changes
+        cache.add_invalidation_listener(gateway.mark_stale)
     last_used = LastUsedRecorder()
     metrics = Metrics()
     limits = RequestLimits(
@@ -140,8 +146,12 @@ def create_app(
                 tasks.start_soon(listen_for_revisions, the_store.engine.url, on_notice, cache.clear)
             tasks.start_soon(_poll_revision, the_store, cache, settings.cache_poll_ms)
             tasks.start_soon(_flush_last_used, the_store, last_used, settings.last_used_flush_ms)
+            upstream: contextlib.AbstractAsyncContextManager[None] = (
+                gateway.running() if gateway is not None else contextlib.nullcontext()
+            )
             try:
-                yield
+                async with upstream:
+                    yield
             finally:
                 tasks.cancel_scope.cancel()
         await anyio.to_thread.run_sync(last_used.flush, the_store)
@@ -154,7 +164,7 @@ def create_app(
         Route("/readyz", _readyz),
         Route("/metrics", metrics_endpoint),
         *key_management_routes(),
-        *venue_routes(),
+        *(gateway_routes() if gateway is not None else venue_routes()),
         *ws_routes(),
     ]
     app = Starlette(
@@ -182,6 +192,7 @@ def create_app(
     app.state.limits = limits
     app.state.metrics = metrics
     app.state.venue = venue or VenueState(VenueConfig())
+    app.state.gateway = gateway
     ws_hub = WsHub(
         cache,
         the_clock,

@@ -114,7 +114,8 @@ class AuthMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                if decision is not None:
+                # the app's own X-Bapi-Limit* win (gateway mode, kind bybit: the upstream's)
+                if decision is not None and not _has_limit_headers(message["headers"]):
                     message = {
                         **message,
                         "headers": [*message["headers"], *limit_headers(decision)],
@@ -234,6 +235,11 @@ class AuthMiddleware:
             {"type": "http.response.start", "status": http_status_for(exc), "headers": headers}
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _has_limit_headers(headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """True when a response already carries an X-Bapi-Limit* header (then keyplane adds none)."""
+    return any(name.lower().startswith(b"x-bapi-limit") for name, _ in headers)
 
 
 def _replay(body: bytes, upstream: Receive) -> Receive:

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from keyplane.errors import NotFoundError
 from keyplane.keys.model import Account, ApiKey, KeyStatus
+from keyplane.store.protocol import DEFAULT_UPSTREAM, UpstreamCredentialsRecord
 
 __all__ = ["FIRST_UID", "MAX_API_KEY_LENGTH", "MemoryStore"]
 
@@ -29,6 +30,7 @@ class MemoryStore:
         self._accounts: dict[int, Account] = {}
         self._keys: dict[int, ApiKey] = {}
         self._by_api_key: dict[str, int] = {}
+        self._upstreams: dict[str, UpstreamCredentialsRecord] = {}
         self._revision = 0
 
     def create_account(
@@ -172,8 +174,35 @@ class MemoryStore:
                         key, last_used_at_ms=_later(key.last_used_at_ms, ms)
                     )
 
+    def set_upstream_credentials(self, record: UpstreamCredentialsRecord) -> None:
+        """Insert or replace the credentials row named record.name; bumps the revision.
+
+        Raises ValueError when record.api_key is longer than 64 characters.
+        """
+        if len(record.api_key) > MAX_API_KEY_LENGTH:
+            raise ValueError(f"api_key longer than {MAX_API_KEY_LENGTH} characters")
+        with self._lock:
+            self._upstreams[record.name] = record
+            self._revision += 1
+
+    def find_upstream_credentials(
+        self, name: str = DEFAULT_UPSTREAM
+    ) -> UpstreamCredentialsRecord | None:
+        """The credentials row with this name, or None."""
+        with self._lock:
+            return self._upstreams.get(name)
+
+    def delete_upstream_credentials(self, name: str = DEFAULT_UPSTREAM) -> bool:
+        """Delete the named row; True when one existed (then the revision is bumped)."""
+        with self._lock:
+            if self._upstreams.pop(name, None) is None:
+                return False
+            self._revision += 1
+            return True
+
     def revision(self) -> int:
-        """Monotonic counter bumped by every key or account change; 0 for a new store."""
+        """Monotonic counter bumped by every key, account or upstream-credentials change; 0 for a
+        new store."""
         with self._lock:
             return self._revision
 

@@ -8,11 +8,32 @@ key caches (the SQLite form of the revocation broadcast).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from keyplane.keys.model import Account, ApiKey
 
-__all__ = ["Store"]
+__all__ = ["DEFAULT_UPSTREAM", "Store", "UpstreamCredentialsRecord"]
+
+#: name of the one upstream-credentials row a gateway uses.
+DEFAULT_UPSTREAM = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCredentialsRecord:
+    """The exchange credentials a gateway signs forwarded requests with, as stored.
+
+    name: row key ("default"). api_key: the upstream (exchange) api key, public.
+    key_type: "hmac" (secret_ciphertext holds the HMAC secret) or "rsa" (it holds the PEM
+    private key). secret_ciphertext: AES-256-GCM blob under the key-encryption key (see
+    keyplane.gateway.credentials for the associated data). set_at_ms: int, ms since epoch.
+    """
+
+    name: str
+    api_key: str
+    key_type: Literal["hmac", "rsa"]
+    secret_ciphertext: bytes = field(repr=False)
+    set_at_ms: int
 
 
 class Store(Protocol):
@@ -70,8 +91,25 @@ class Store(Protocol):
         """Set last_used_at_ms for key ids (never moves backwards); does not bump the revision."""
         ...
 
+    def set_upstream_credentials(self, record: UpstreamCredentialsRecord) -> None:
+        """Insert or replace the credentials row named record.name; bumps the revision.
+
+        Raises ValueError when record.api_key is longer than 64 characters.
+        """
+        ...
+
+    def find_upstream_credentials(
+        self, name: str = DEFAULT_UPSTREAM
+    ) -> UpstreamCredentialsRecord | None:
+        """The credentials row with this name, or None."""
+        ...
+
+    def delete_upstream_credentials(self, name: str = DEFAULT_UPSTREAM) -> bool:
+        """Delete the named row; True when one existed (then the revision is bumped)."""
+        ...
+
     def revision(self) -> int:
-        """Monotonic counter bumped by every key or account change."""
+        """Monotonic counter bumped by every key, account or upstream-credentials change."""
         ...
 
     def close(self) -> None:

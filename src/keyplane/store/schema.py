@@ -22,7 +22,14 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["REVISION_ROW", "accounts", "api_keys", "metadata", "store_meta"]
+__all__ = [
+    "REVISION_ROW",
+    "accounts",
+    "api_keys",
+    "metadata",
+    "store_meta",
+    "upstream_credentials",
+]
 
 #: constraint names are deterministic so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -80,4 +87,15 @@ store_meta = Table(
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
+)
+
+#: exchange credentials of gateway mode (keyplane serve --upstream-kind bybit); one row per name.
+upstream_credentials = Table(
+    "upstream_credentials",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("api_key", String(64), nullable=False),
+    Column("key_type", String(16), nullable=False),
+    Column("secret_ciphertext", LargeBinary, nullable=False),
+    Column("set_at_ms", BigInteger, nullable=False),
 )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     case,
     create_engine,
+    delete,
     event,
     func,
     insert,
@@ -40,7 +41,14 @@ from keyplane.keys.limits import RateOverrides
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus, KeyType
 from keyplane.keys.permissions import Permissions
 from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH
-from keyplane.store.schema import REVISION_ROW, accounts, api_keys, store_meta
+from keyplane.store.protocol import DEFAULT_UPSTREAM, UpstreamCredentialsRecord
+from keyplane.store.schema import (
+    REVISION_ROW,
+    accounts,
+    api_keys,
+    store_meta,
+    upstream_credentials,
+)
 
 #: PostgreSQL LISTEN/NOTIFY channel carrying "<schema>:<revision>:<sent wall ms>" after writes.
 REVISION_CHANNEL = "keyplane_revision"
@@ -356,6 +364,55 @@ class SqlStore:
         with self._writer.begin() as conn:
             conn.execute(stmt, params)
 
+    def set_upstream_credentials(self, record: UpstreamCredentialsRecord) -> None:
+        """Insert or replace the credentials row named record.name; bumps the revision.
+
+        Raises ValueError when record.api_key is longer than 64 characters.
+        """
+        if len(record.api_key) > MAX_API_KEY_LENGTH:
+            raise ValueError(f"api_key longer than {MAX_API_KEY_LENGTH} characters")
+        table = upstream_credentials
+        with self._write() as conn:
+            conn.execute(delete(table).where(table.c.name == record.name))
+            conn.execute(
+                insert(table).values(
+                    name=record.name,
+                    api_key=record.api_key,
+                    key_type=record.key_type,
+                    secret_ciphertext=record.secret_ciphertext,
+                    set_at_ms=record.set_at_ms,
+                )
+            )
+
+    def find_upstream_credentials(
+        self, name: str = DEFAULT_UPSTREAM
+    ) -> UpstreamCredentialsRecord | None:
+        """The credentials row with this name, or None."""
+        table = upstream_credentials
+        with self._engine.begin() as conn:
+            row = conn.execute(select(table).where(table.c.name == name)).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return UpstreamCredentialsRecord(
+            name=m["name"],
+            api_key=m["api_key"],
+            key_type="rsa" if m["key_type"] == "rsa" else "hmac",
+            secret_ciphertext=bytes(m["secret_ciphertext"]),
+            set_at_ms=int(m["set_at_ms"]),
+        )
+
+    def delete_upstream_credentials(self, name: str = DEFAULT_UPSTREAM) -> bool:
+        """Delete the named row; True when one existed (then the revision is bumped)."""
+        table = upstream_credentials
+        try:
+            with self._write() as conn:
+                if conn.execute(delete(table).where(table.c.name == name)).rowcount == 0:
+                    raise _NothingChangedError  # rolls back the revision bump
+        except _NothingChangedError:
+            return False
+        return True
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key or account change; 0 for a new store."""
         with self._engine.begin() as conn:
@@ -367,6 +424,10 @@ class SqlStore:
     def close(self) -> None:
         """Dispose of the engine's connection pool."""
         self._engine.dispose()
+
+
+class _NothingChangedError(Exception):
+    """Raised inside a write transaction to roll it back when it changed nothing."""
 
 
 def _forward(ms: int) -> ColumnElement[Any]:
