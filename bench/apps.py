@@ -1,9 +1,14 @@
-"""ASGI apps for benchmarks: the real app, and the same app with auth switched off.
+"""ASGI apps for benchmarks: the real app, and the same app with auth (and so limits) switched off.
 
-Run one under uvicorn:  python bench/apps.py --mode auth|noauth --port P --db URL
-The no-auth variant swaps the auth middleware for one that sets a fixed caller, so both serve
-exactly the same routes and handlers; only the verification pipeline differs. It exists only
-here, never in the product.
+Run one under uvicorn:
+    python bench/apps.py --mode auth|noauth --port P --db URL --api-key K [--redis URL]
+
+"auth" is keyplane's own create_app: the auth middleware with the per-key limiter, in memory, or
+in Redis when --redis is given (create_app picks RedisRateLimiter when Settings.redis_url is
+set). "noauth" swaps the auth middleware for one that sets a fixed caller, so both serve exactly
+the same routes and handlers; since the limiter (per-IP guard and per-key budgets) is called
+only from the auth middleware, the baseline runs with auth AND limits off. It exists only here,
+never in the product.
 """
 
 from __future__ import annotations
@@ -18,12 +23,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from keyplane.auth.context import AUTH_SCOPE_KEY, PARAMS_SCOPE_KEY, AuthContext
 from keyplane.auth.headers import parse_query
 from keyplane.http.app import create_app
+from keyplane.http.middleware import AuthMiddleware
 from keyplane.http.server import uvicorn_config
 from keyplane.settings import Settings
 
 
 class FixedCaller:
-    """Sets a fixed AuthContext and the parsed query: the 'auth off' baseline."""
+    """Sets a fixed AuthContext and the parsed query: the 'auth and limits off' baseline."""
 
     def __init__(self, app: ASGIApp, *, context: AuthContext) -> None:
         self.app = app
@@ -36,26 +42,34 @@ class FixedCaller:
         await self.app(scope, receive, send)
 
 
-def build(mode: str, db: str, api_key: str) -> Any:
-    """The app for mode "auth" (real) or "noauth" (FixedCaller instead of the auth middleware)."""
-    app = create_app(Settings(database_url=db))
+def build(mode: str, db: str, api_key: str, redis_url: str | None = None) -> Any:
+    """The app for mode "auth" (real; Redis limiter when redis_url is given) or "noauth"
+    (FixedCaller instead of the auth middleware: no auth, no limiter)."""
+    settings = (
+        Settings(database_url=db)
+        if redis_url is None
+        else Settings(database_url=db, redis_url=redis_url)
+    )
+    app = create_app(settings)
     if mode == "noauth":
         service = app.state.service
         entry = service.key_entry(api_key)
         assert entry is not None
         context = AuthContext(key=entry.key, account=entry.account, client_ip="127.0.0.1")
+        assert [m.cls for m in app.user_middleware] == [AuthMiddleware]  # nothing else to keep
         app.user_middleware = [Middleware(FixedCaller, context=context)]
     return app
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--mode", choices=["auth", "noauth"], required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--api-key", required=True)
+    parser.add_argument("--redis", default=None, help="Redis URL: the auth app's limiter")
     args = parser.parse_args()
-    app = build(args.mode, args.db, args.api_key)
+    app = build(args.mode, args.db, args.api_key, args.redis)
     uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=args.port)).run()
 
 

@@ -1,165 +1,221 @@
-"""Benchmark: authenticated GET (HMAC, in-memory per-key limiter) vs the same app with auth and
-limits off, interleaved on loopback.
+"""Benchmark: authenticated GET (HMAC + per-key limiter) vs the same app with auth and limits off,
+interleaved on loopback.
 
-    python bench/auth_overhead.py [--rounds 16] [--seconds 2] [--connections 16]
+    python bench/auth_overhead.py [--limiter memory|redis] [--rounds 16] [--seconds 2]
+                                  [--connections 16]
 
-Starts two uvicorn processes (one with the auth middleware, one with a fixed caller), then runs
-wrk against them in alternation, round after round, so that machine noise hits both alike.
-Prints per-round requests/s, the median ratio auth/noauth (target >= 0.8), and p50/p99 latency.
-Needs wrk (Debian package `wrk`; `make bench` installs it).
+Starts two uvicorn processes from bench/apps.py on one SQLite store: "auth" (keyplane's app:
+auth middleware + per-key limiter) and "noauth" (a fixed caller instead of the middleware, so
+neither auth nor limits run). The per-IP guard is off (KEYPLANE_IP_LIMIT=off) and the key's
+wallet-balance budget is lifted far above what wrk sends, so every request runs the full
+limiter path and is served. wrk alternates between the two servers round after round (order
+flipped every round) so machine noise hits both alike.
+
+--limiter memory (default): in-process limiter; target ratio auth/noauth >= 0.8.
+--limiter redis: the auth app uses RedisRateLimiter on a private redis-server started for the
+run; target ratio >= 0.6, and 1 Redis round trip per request, measured two ways each round:
+server side (INFO commandstats evalsha+eval calls and total_commands_processed deltas, divided
+by the requests wrk completed) and keyplane's own /metrics
+(keyplane_ratelimit_backend_round_trips_total / keyplane_ratelimit_decisions_total{allowed}).
+
+Prints per-round requests/s and ratio, then medians, p50/p99 latency and the ratio summary.
+Needs wrk (Debian package `wrk`; `make bench` installs it) and, for redis, redis-server.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import redis
+from common import (
+    PATH,
+    QUERY,
+    BenchKey,
+    Samples,
+    WrkResult,
+    free_port,
+    lift_budget,
+    metric,
+    new_service,
+    private_redis,
+    redis_command_counts,
+    require_wrk,
+    run_wrk,
+    scrape,
+    signed_headers,
+    spread,
+    stop_process,
+    terminate_on_sigterm,
+    wait_until_up,
+)
 
-from keyplane.clock import SystemClock
-from keyplane.keys import KeyEncryptionKey, RateOverrides
-from keyplane.service import KeyService
-from keyplane.signing import sign_hmac, string_to_sign
-from keyplane.store import open_store
-from keyplane.testing import free_port
+from keyplane.keys import KeyEncryptionKey
 
-PATH = "/v5/account/wallet-balance"
-QUERY = "accountType=UNIFIED"
-RECV_WINDOW = "60000"
+#: commands the bench itself sends between two redis_command_counts() readings (its INFOs)
+_BENCH_REDIS_COMMANDS = 2
 
 
-def start(
-    mode: str, port: int, db: str, api_key: str, env: dict[str, str]
+@dataclass
+class RoundTrips:
+    """One auth round, per request wrk completed: Redis round trips seen by the server
+    (EVALSHA/EVAL, and other top-level commands), all commands Redis counted (including the
+    GET and SET the script runs), and keyplane's own count per allowed decision."""
+
+    eval_per_request: float
+    other_per_request: float
+    all_commands_per_request: float
+    keyplane_per_decision: float
+    decisions_per_request: float
+
+
+def start_app(
+    mode: str, port: int, db: str, key: BenchKey, env: dict[str, str], redis_url: str | None
 ) -> subprocess.Popen[bytes]:
-    script = Path(__file__).with_name("apps.py")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(script),
-            "--mode",
-            mode,
-            "--port",
-            str(port),
-            "--db",
-            db,
-            "--api-key",
-            api_key,
-        ],
-        env=env,
+    """bench/apps.py --mode <mode> on port, ready (GET /healthz answers)."""
+    argv = [sys.executable, str(Path(__file__).with_name("apps.py")), "--mode", mode]
+    argv += ["--port", str(port), "--db", db, "--api-key", key.api_key]
+    if redis_url is not None:
+        argv += ["--redis", redis_url]
+    proc = subprocess.Popen(argv, env=env)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
+
+
+def measure_round_trips(
+    counter: redis.Redis, app_url: str, run: WrkResult, before: tuple[dict[str, int], Samples]
+) -> RoundTrips:
+    """Deltas since `before` (redis counts, /metrics samples) divided by wrk's requests."""
+    counts0, samples0 = before
+    counts1, samples1 = redis_command_counts(counter), scrape(app_url)
+
+    def delta(*names: str) -> int:
+        return sum(counts1.get(n, 0) - counts0.get(n, 0) for n in names)
+
+    evals = delta("evalsha", "eval")
+    in_script = delta("get", "set")  # only the limiter script calls GET/SET here
+    others = delta("_total") - evals - in_script - _BENCH_REDIS_COMMANDS
+    trips_name, allowed_name = (
+        "keyplane_ratelimit_backend_round_trips_total",
+        "keyplane_ratelimit_decisions_total",
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{mode} server did not start")
-
-
-def signed_headers(api_key: str, secret: str) -> list[str]:
-    """Headers valid for the next ~55 s (recv_window 60 s, timestamp slightly in the past)."""
-    ts = str(int(time.time() * 1000) - 100)
-    sig = sign_hmac(secret, string_to_sign(ts, api_key, RECV_WINDOW, QUERY.encode()))
-    return [
-        f"X-BAPI-API-KEY: {api_key}",
-        f"X-BAPI-TIMESTAMP: {ts}",
-        f"X-BAPI-RECV-WINDOW: {RECV_WINDOW}",
-        f"X-BAPI-SIGN: {sig}",
-    ]
-
-
-def wrk(url: str, headers: list[str], seconds: int, connections: int) -> tuple[float, float, float]:
-    """(requests/s, p50 ms, p99 ms) from one wrk run; raises if any reply was not 2xx."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    for h in headers:
-        cmd += ["-H", h]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"non-2xx replies:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return rps, _latency(out, "50%"), _latency(out, "99%")
-
-
-def _latency(out: str, pct: str) -> float:
-    m = re.search(rf"{re.escape(pct)}\s+([\d.]+)(us|ms|s)", out)
-    assert m, out
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+    trips = metric(samples1, trips_name) - metric(samples0, trips_name)
+    allowed = metric(samples1, allowed_name, outcome="allowed") - metric(
+        samples0, allowed_name, outcome="allowed"
+    )
+    return RoundTrips(
+        eval_per_request=evals / run.requests,
+        other_per_request=others / run.requests,
+        all_commands_per_request=(delta("_total") - _BENCH_REDIS_COMMANDS) / run.requests,
+        keyplane_per_decision=trips / allowed if allowed else float("nan"),
+        decisions_per_request=allowed / run.requests,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--limiter", choices=["memory", "redis"], default="memory")
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install wrk (or `make bench`)")
+    require_wrk()
+    terminate_on_sigterm()
 
-    tmp = Path(tempfile.mkdtemp(prefix="keyplane-bench-"))
-    db = f"sqlite:///{tmp / 'bench.db'}"
-    kek = KeyEncryptionKey.generate()
-    # the load comes from one IP and one key: lift the per-IP guard and give the key a budget
-    # far above what wrk can send, so every request runs the full limiter path and is served
-    env = {**os.environ, "KEYPLANE_KEK": kek.to_base64().reveal(), "KEYPLANE_IP_LIMIT": "off"}
-    store = open_store(db)
-    service = KeyService(store, kek, SystemClock())
-    init = service.initialize()
-    assert init is not None
-    service.update_key(
-        init.issued.key.api_key,
-        rate_limits=RateOverrides.parse("account/wallet-balance=1000000"),
-    )
-    store.close()
-    assert init is not None
-    assert init.issued.secret is not None
-    api_key, secret = init.issued.key.api_key, init.issued.secret.reveal()
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
+        db = f"sqlite:///{tmp / 'bench.db'}"
+        kek = KeyEncryptionKey.generate()
+        env = {**os.environ, "KEYPLANE_KEK": kek.to_base64().reveal(), "KEYPLANE_IP_LIMIT": "off"}
+        env.pop("KEYPLANE_REDIS_URL", None)  # only --redis decides the limiter
+        service = new_service(db, kek)
+        init = service.initialize()
+        assert init is not None
+        assert init.issued.secret is not None
+        key = BenchKey(init.issued.key.api_key, init.issued.secret.reveal())
+        lift_budget(service, key.api_key)
+        service.store.close()
 
-    ports = {"auth": free_port(), "noauth": free_port()}
-    procs = [start(mode, port, db, api_key, env) for mode, port in ports.items()]
-    results: dict[str, list[tuple[float, float, float]]] = {"auth": [], "noauth": []}
-    try:
+        redis_url = stack.enter_context(private_redis(tmp)) if args.limiter == "redis" else None
+        counter = redis.Redis.from_url(redis_url) if redis_url is not None else None
+        if counter is not None:
+            stack.callback(counter.close)
+        ports = {"auth": free_port(), "noauth": free_port()}
+        for mode, port in ports.items():
+            proc = start_app(mode, port, db, key, env, redis_url if mode == "auth" else None)
+            stack.callback(stop_process, proc)
+        urls = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
+        print(
+            f"limiter {args.limiter}: {args.rounds} rounds of {args.seconds} s, "
+            f"wrk -t1 -c{args.connections}, GET {PATH}?{QUERY}",
+            flush=True,
+        )
+
+        results: dict[str, list[WrkResult]] = {"auth": [], "noauth": []}
+        trips: list[RoundTrips] = []
         for rnd in range(args.rounds):
             order = ["auth", "noauth"] if rnd % 2 == 0 else ["noauth", "auth"]
             for mode in order:
-                url = f"http://127.0.0.1:{ports[mode]}{PATH}?{QUERY}"
-                results[mode].append(
-                    wrk(url, signed_headers(api_key, secret), args.seconds, args.connections)
-                )
+                url = f"{urls[mode]}{PATH}?{QUERY}"
+                before = None
+                if counter is not None and mode == "auth":
+                    before = (redis_command_counts(counter), scrape(urls["auth"]))
+                run = run_wrk(url, signed_headers(key), args.seconds, args.connections)
+                results[mode].append(run)
+                if counter is not None and before is not None:
+                    trips.append(measure_round_trips(counter, urls["auth"], run, before))
             a, n = results["auth"][-1], results["noauth"][-1]
-            print(
-                f"round {rnd + 1}: auth {a[0]:8.0f} req/s   noauth {n[0]:8.0f} req/s   "
-                f"ratio {a[0] / n[0]:.3f}"
+            line = (
+                f"round {rnd + 1:2d}: auth {a.rps:8.0f} req/s   noauth {n.rps:8.0f} req/s   "
+                f"ratio {a.rps / n.rps:.3f}"
             )
-    finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(timeout=10)
+            if trips:
+                t = trips[-1]
+                line += (
+                    f"   redis: evalsha+eval/req {t.eval_per_request:.4f}"
+                    f"  other cmds/req {t.other_per_request:.4f}"
+                    f"  keyplane trips/decision {t.keyplane_per_decision:.4f}"
+                )
+            print(line, flush=True)
 
-    ratios = [a[0] / n[0] for a, n in zip(results["auth"], results["noauth"], strict=True)]
+    ratios = [a.rps / n.rps for a, n in zip(results["auth"], results["noauth"], strict=True)]
     for mode in ("auth", "noauth"):
         rows = results[mode]
         print(
-            f"{mode:7s} median {statistics.median(r[0] for r in rows):8.0f} req/s   "
-            f"p50 {statistics.median(r[1] for r in rows):6.2f} ms   "
-            f"p99 {statistics.median(r[2] for r in rows):6.2f} ms"
+            f"{mode:7s} median {statistics.median(r.rps for r in rows):8.0f} req/s   "
+            f"p50 {statistics.median(r.p50_ms for r in rows):6.2f} ms   "
+            f"p99 {statistics.median(r.p99_ms for r in rows):6.2f} ms"
         )
-    print(
-        f"ratio auth/noauth: median {statistics.median(ratios):.3f} "
-        f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target >= 0.8"
-    )
+    target = 0.8 if args.limiter == "memory" else 0.6
+    print(f"ratio auth({args.limiter} limiter)/noauth: median {spread(ratios)}; target >= {target}")
+    if trips:
+        rows = [
+            ("server side, EVALSHA+EVAL calls / wrk requests", "eval_per_request"),
+            ("server side, other top-level commands / wrk requests", "other_per_request"),
+            ("server side, all commands incl. the script's GET+SET", "all_commands_per_request"),
+            ("keyplane round_trips_total / decisions{allowed}", "keyplane_per_decision"),
+            ("keyplane decisions{allowed} / wrk requests", "decisions_per_request"),
+        ]
+        print("redis round trips per request, median (min-max) over rounds; target 1:")
+        for label, field in rows:
+            print(f"  {label:55s} {spread([getattr(t, field) for t in trips])}")
+        print(
+            "  (wrk does not count the requests still in flight when a round ends, so the "
+            "per-wrk-request figures sit slightly above the per-decision one)"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,336 @@
+"""Shared pieces of the benchmarks in bench/: wrk runs, signed requests, private servers, cleanup.
+
+Imported by auth_overhead.py, scaling.py and revocation.py (run them as `python bench/<x>.py`,
+which puts bench/ on sys.path). Nothing here prints a secret: api secrets and the KEK only go
+into signatures and child-process environments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+import httpx
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from keyplane.clock import SystemClock
+from keyplane.keys import KeyEncryptionKey, Permissions, RateOverrides
+from keyplane.service import KeyService
+from keyplane.signing import sign_hmac, string_to_sign
+from keyplane.store.sql import normalize_url
+from keyplane.testing import free_port
+
+__all__ = [
+    "DEFAULT_POSTGRES_URL",
+    "LIFTED_BUDGET",
+    "PATH",
+    "QUERY",
+    "RECV_WINDOW",
+    "BenchKey",
+    "Samples",
+    "WrkResult",
+    "bench_key",
+    "finish_wrk",
+    "free_port",
+    "lift_budget",
+    "metric",
+    "new_service",
+    "postgres_schema",
+    "private_redis",
+    "redis_command_counts",
+    "require_wrk",
+    "run_wrk",
+    "scrape",
+    "signed_headers",
+    "signed_http_headers",
+    "spread",
+    "start_wrk",
+    "stop_process",
+    "terminate_on_sigterm",
+    "wait_until_up",
+]
+
+#: the request every throughput benchmark sends: a read served by the demo venue
+PATH = "/v5/account/wallet-balance"
+QUERY = "accountType=UNIFIED"
+#: 60 s, so one set of signed headers stays valid for a whole wrk round
+RECV_WINDOW = "60000"
+#: per-key budget far above what wrk can send: every request runs the full limiter path and
+#: is served (never 10006)
+LIFTED_BUDGET = "account/wallet-balance=1000000"
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "KEYPLANE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+# --- keys and signing --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchKey:
+    """An HMAC api key and its secret (str; never printed)."""
+
+    api_key: str
+    secret: str
+
+    def __repr__(self) -> str:
+        return f"BenchKey(api_key={self.api_key!r}, secret='***')"
+
+
+def lift_budget(service: KeyService, api_key: str) -> None:
+    """Give the key's wallet-balance route a budget wrk cannot exhaust (LIFTED_BUDGET)."""
+    service.update_key(api_key, rate_limits=RateOverrides.parse(LIFTED_BUDGET))
+
+
+def bench_key(service: KeyService, uid: int, permissions: str = "") -> BenchKey:
+    """A new HMAC key of account uid with the lifted wallet-balance budget."""
+    issued = service.create_key(
+        uid,
+        note="bench",
+        permissions=Permissions.parse(permissions) if permissions else Permissions(),
+        rate_limits=RateOverrides.parse(LIFTED_BUDGET),
+    )
+    assert issued.secret is not None
+    return BenchKey(issued.key.api_key, issued.secret.reveal())
+
+
+def new_service(store_url: str, kek: KeyEncryptionKey) -> KeyService:
+    """A KeyService on store_url (opened and migrated) with the system clock."""
+    from keyplane.store import open_store
+
+    return KeyService(open_store(store_url), kek, SystemClock())
+
+
+def signed_http_headers(
+    key: BenchKey, payload: bytes, *, recv_window: str = "5000", ts_ms: int | None = None
+) -> dict[str, str]:
+    """The four X-BAPI-* headers for one request (payload: query string or body bytes)."""
+    ts = str(ts_ms if ts_ms is not None else int(time.time() * 1000))
+    sig = sign_hmac(key.secret, string_to_sign(ts, key.api_key, recv_window, payload))
+    return {
+        "X-BAPI-API-KEY": key.api_key,
+        "X-BAPI-TIMESTAMP": ts,
+        "X-BAPI-RECV-WINDOW": recv_window,
+        "X-BAPI-SIGN": sig,
+    }
+
+
+def signed_headers(key: BenchKey, query: str = QUERY) -> list[str]:
+    """wrk -H lines valid for the next ~55 s (recv_window 60 s, timestamp 100 ms in the past)."""
+    ts = int(time.time() * 1000) - 100
+    headers = signed_http_headers(key, query.encode(), recv_window=RECV_WINDOW, ts_ms=ts)
+    return [f"{name}: {value}" for name, value in headers.items()]
+
+
+# --- wrk ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WrkResult:
+    """One wrk run: requests/s, latency p50/p99 (ms), and requests completed."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+
+
+def require_wrk() -> None:
+    """Exit with a hint when wrk is not on PATH."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk (or `make bench`)")
+
+
+def start_wrk(
+    url: str, headers: Sequence[str], seconds: float, connections: int
+) -> subprocess.Popen[str]:
+    """Start `wrk -t1 -c<connections> -d<seconds>s --latency` against url (non-blocking)."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    return subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_wrk(proc: subprocess.Popen[str]) -> WrkResult:
+    """Wait for a wrk started by start_wrk and parse it; raises on errors or non-2xx replies."""
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {err}")
+    if "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk saw non-2xx replies or socket errors:\n{out}")
+    rps = float(_search(r"Requests/sec:\s+([\d.]+)", out))
+    requests = int(_search(r"(\d+) requests in", out))
+    return WrkResult(rps, _latency(out, "50%"), _latency(out, "99%"), requests)
+
+
+def run_wrk(url: str, headers: Sequence[str], seconds: float, connections: int) -> WrkResult:
+    """One blocking wrk run (see start_wrk / finish_wrk)."""
+    return finish_wrk(start_wrk(url, headers, seconds, connections))
+
+
+def _search(pattern: str, out: str) -> str:
+    m = re.search(pattern, out)
+    if m is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    return m.group(1)
+
+
+def _latency(out: str, pct: str) -> float:
+    m = re.search(rf"{re.escape(pct)}\s+([\d.]+)(us|ms|s)", out)
+    if m is None:
+        raise RuntimeError(f"no {pct} latency in wrk output:\n{out}")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def spread(values: Sequence[float]) -> str:
+    """'median (min-max)' with three decimals."""
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+# --- processes ---------------------------------------------------------------------------------
+def wait_until_up(
+    url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: float = 30
+) -> None:
+    """Poll url until it answers 200; raises RuntimeError when proc exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes] | subprocess.Popen[str], timeout_s: float = 10
+) -> None:
+    """SIGTERM proc (by its pid), wait, SIGKILL when it does not exit in time."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout_s)
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def terminate_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so `finally` blocks clean up on kill <pid> too."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+
+
+# --- Redis -------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[str]:
+    """A throwaway `redis-server --port <free> --save "" --appendonly no`; yields its URL.
+
+    Killed (by pid) afterwards, also on error or Ctrl-C.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not on PATH (Debian package redis-server)")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    argv += ["no", "--dir", str(workdir)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("private redis-server did not start") from None
+                time.sleep(0.02)
+        client.close()
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def redis_command_counts(client: redis.Redis) -> dict[str, int]:
+    """Server-side counters: calls per command name (INFO commandstats, lower-case names) and
+    "_total" (INFO stats total_commands_processed).
+
+    Redis counts the commands a Lua script runs (redis.call GET/SET) in both, so round trips
+    are the top-level commands: EVALSHA/EVAL plus connection chatter (HELLO, PING, ...). The
+    two INFO calls that read these are commands too (counted by the next reading); pass one
+    long-lived client so no connection set-up (HELLO, CLIENT SETINFO) is counted either.
+    """
+    stats = client.info("commandstats")
+    total = int(client.info("stats")["total_commands_processed"])
+    counts = {
+        name.removeprefix("cmdstat_"): int(value["calls"])
+        for name, value in stats.items()
+        if isinstance(value, dict)
+    }
+    counts["_total"] = total
+    return counts
+
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def postgres_schema(url: str = DEFAULT_POSTGRES_URL) -> Iterator[str]:
+    """CREATE SCHEMA kp_bench_<random>; yield a URL whose connections use it; drop it after.
+
+    The URL sets `options=-csearch_path=<schema>` (same form as tests/_services.py), so the
+    store's tables and alembic_version live in the fresh schema.
+    """
+    schema = f"kp_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        parsed = make_url(url)
+        options = f"{parsed.query.get('options', '')} -csearch_path={schema}".strip()
+        scoped = parsed.update_query_dict({"options": options})
+        try:
+            yield scoped.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+# --- /metrics ----------------------------------------------------------------------------------
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(base_url: str, client: httpx.Client | None = None) -> Samples:
+    """Every sample of base_url/metrics: {(name, labels): value}."""
+    getter = client.get if client is not None else httpx.get
+    body = getter(f"{base_url}/metrics", timeout=5).text
+    samples: Samples = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = float(s.value)
+    return samples
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value (0 when absent)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
