@@ -1,0 +1,319 @@
+"""Anomaly rules over the usage stream, per key. Pure: state in memory, time from the events.
+
+Each rule sees every UsageEvent of the node and may return a Flag. The response to a flag
+(record, alert, suspend) is configured per rule; the defaults follow DESIGN.md §5: rate
+anomalies and failed-signature bursts alert, Withdraw or transfer calls from a network the key
+has not used before suspend; honest heavy traffic must not trip anything.
+
+Networks are IPv4 /24 and IPv6 /48 (what one site or provider allocation usually spans).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from keyplane.usage.model import UsageEvent
+
+__all__ = [
+    "SENSITIVE_PATHS",
+    "FailedSignatureBurst",
+    "Flag",
+    "NewNetwork",
+    "RateSpike",
+    "Response",
+    "Rule",
+    "SensitiveCallFromNewNetwork",
+    "network_of",
+]
+
+#: Withdraw and transfer routes (Bybit V5 asset API): money leaves or moves.
+SENSITIVE_PATHS = frozenset(
+    {
+        "/v5/asset/withdraw/create",
+        "/v5/asset/transfer/inter-transfer",
+        "/v5/asset/transfer/universal-transfer",
+    }
+)
+
+#: bound on the networks remembered per key (older ones are forgotten first).
+_MAX_NETWORKS_PER_KEY = 1024
+
+
+class Response(enum.StrEnum):
+    """What a flag leads to, in increasing severity."""
+
+    RECORD = "record"  # audit event only
+    ALERT = "alert"  # audit event and an alert to the notifiers
+    SUSPEND = "suspend"  # audit event, alert, and the key is suspended (retCode 10007)
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A rule's finding about one key: rule name, response, when (ms), which key, why."""
+
+    rule: str
+    response: Response
+    at_ms: int
+    api_key: str
+    key_id: int | None
+    uid: int | None
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Rule(Protocol):
+    """name: stable identifier (metrics label, settings key); response: configured severity."""
+
+    name: str
+    response: Response
+
+    def observe(self, event: UsageEvent) -> Flag | None:
+        """Update state with event; a Flag when it trips the rule."""
+        ...
+
+
+def network_of(ip: str) -> str | None:
+    """The /24 (IPv4) or /48 (IPv6) containing ip, as CIDR text; None for unparsable input."""
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return None
+    prefix = 24 if addr.version == 4 else 48
+    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+def _flag(rule: Rule, event: UsageEvent, reason: str, **details: Any) -> Flag:
+    return Flag(
+        rule.name,
+        rule.response,
+        event.at_ms,
+        event.api_key,
+        event.key_id,
+        event.uid,
+        reason,
+        details,
+    )
+
+
+@dataclass
+class _Rate:
+    window_start: int = 0
+    count: int = 0
+    mean: float = 0.0
+    var: float = 0.0
+    windows: int = 0
+    flagged_window: int = -1
+
+
+class RateSpike:
+    """A key's request rate far above its own baseline (EWMA z-score).
+
+    Counts authenticated requests per window_ms window. Closed windows (empty ones included)
+    update an exponentially weighted mean and variance (weight alpha). The live window trips
+    when its count is at least min_count and more than z standard deviations above the mean,
+    once the key has min_windows of history; at most one flag per window. Defaults: 10 s
+    windows, alpha 0.05 (about 3 minutes of memory), z 6, 30 windows of history (5 minutes),
+    at least 100 requests: a steady bot at any rate never trips it, a 10x jump does.
+    """
+
+    name = "rate_spike"
+
+    def __init__(
+        self,
+        *,
+        response: Response = Response.ALERT,
+        window_ms: int = 10_000,
+        alpha: float = 0.05,
+        z: float = 6.0,
+        min_windows: int = 30,
+        min_count: int = 100,
+    ) -> None:
+        self.response = response
+        self.window_ms, self.alpha, self.z = window_ms, alpha, z
+        self.min_windows, self.min_count = min_windows, min_count
+        self._keys: dict[str, _Rate] = {}
+
+    def observe(self, event: UsageEvent) -> Flag | None:
+        """Count event; a Flag when the live window spikes."""
+        if not event.authenticated:
+            return None
+        window = event.at_ms // self.window_ms
+        state = self._keys.get(event.api_key)
+        if state is None:
+            state = self._keys[event.api_key] = _Rate(window_start=window)
+        if window > state.window_start:
+            self._close(state, window)
+        state.count += 1
+        if state.windows < self.min_windows or state.count < self.min_count:
+            return None
+        threshold = state.mean + self.z * math.sqrt(max(state.var, state.mean, 1.0))
+        if state.count > threshold and state.flagged_window != window:
+            state.flagged_window = window
+            return _flag(
+                self,
+                event,
+                f"{state.count} requests in {self.window_ms // 1000} s against a baseline of "
+                f"{state.mean:.1f}",
+                count=state.count,
+                baseline=round(state.mean, 2),
+                window_ms=self.window_ms,
+            )
+        return None
+
+    def _close(self, state: _Rate, window: int) -> None:
+        """Fold the finished window, then the empty ones up to `window`, into the EWMA."""
+        gaps = min(window - state.window_start, 10 * self.min_windows)
+        counts = [state.count] + [0] * (gaps - 1)
+        for count in counts:
+            if state.windows == 0:
+                state.mean, state.var = float(count), 0.0
+            else:
+                diff = count - state.mean
+                state.mean += self.alpha * diff
+                state.var = (1 - self.alpha) * (state.var + self.alpha * diff * diff)
+            state.windows += 1
+        state.window_start, state.count = window, 0
+
+
+class _Networks:
+    """Per key: networks seen on authenticated requests (insertion-ordered, bounded)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[str, None]] = {}
+        self.requests: dict[str, int] = {}
+        self.first_ms: dict[str, int] = {}
+
+    def known(self, api_key: str, network: str) -> bool:
+        return network in self._seen.get(api_key, {})
+
+    def has_history(self, api_key: str) -> bool:
+        return bool(self._seen.get(api_key))
+
+    def add(self, event: UsageEvent, network: str) -> None:
+        seen = self._seen.setdefault(event.api_key, {})
+        seen.pop(network, None)
+        seen[network] = None
+        if len(seen) > _MAX_NETWORKS_PER_KEY:
+            del seen[next(iter(seen))]
+        self.requests[event.api_key] = self.requests.get(event.api_key, 0) + 1
+        self.first_ms.setdefault(event.api_key, event.at_ms)
+
+
+class NewNetwork:
+    """An authenticated request from a network the key has not used, for a key with a stable
+    history (at least min_requests requests over at least min_age_ms). Default: alert."""
+
+    name = "new_network"
+
+    def __init__(
+        self,
+        *,
+        response: Response = Response.ALERT,
+        min_requests: int = 100,
+        min_age_ms: int = 3_600_000,
+    ) -> None:
+        self.response = response
+        self.min_requests, self.min_age_ms = min_requests, min_age_ms
+        self._networks = _Networks()
+
+    def observe(self, event: UsageEvent) -> Flag | None:
+        """Remember the event's network; a Flag when a stable key shows up from a new one."""
+        network = network_of(event.client_ip)
+        if not event.authenticated or network is None:
+            return None
+        key = event.api_key
+        stable = (
+            self._networks.requests.get(key, 0) >= self.min_requests
+            and event.at_ms - self._networks.first_ms.get(key, event.at_ms) >= self.min_age_ms
+        )
+        new = not self._networks.known(key, network)
+        self._networks.add(event, network)
+        if stable and new:
+            return _flag(self, event, f"first request from network {network}", network=network)
+        return None
+
+
+class SensitiveCallFromNewNetwork:
+    """A Withdraw or transfer call from a network the key has not used before, for a key that
+    has been used at least once from somewhere else. Default: suspend.
+
+    The tripping request itself has already been served (the rule reads the usage stream);
+    suspension makes it the last one the key gets through.
+    """
+
+    name = "sensitive_call_new_network"
+
+    def __init__(self, *, response: Response = Response.SUSPEND) -> None:
+        self.response = response
+        self._networks = _Networks()
+
+    def observe(self, event: UsageEvent) -> Flag | None:
+        """Remember the event's network; a Flag for a withdraw/transfer from a new one."""
+        network = network_of(event.client_ip)
+        if not event.authenticated or network is None:
+            return None
+        key = event.api_key
+        tripped = (
+            event.path in SENSITIVE_PATHS
+            and self._networks.has_history(key)
+            and not self._networks.known(key, network)
+        )
+        self._networks.add(event, network)
+        if tripped:
+            return _flag(
+                self,
+                event,
+                f"{event.path} from network {network}, never used by this key before",
+                network=network,
+                path=event.path,
+            )
+        return None
+
+
+class FailedSignatureBurst:
+    """Many failed signatures or stale timestamps for one api key: someone holds the key id but
+    not the secret (a possible leak). threshold failures within window_ms trip it, once per
+    window. Default: 20 in 60 s, alert."""
+
+    name = "failed_signature_burst"
+
+    #: retCodes that mean "the key id was right, the proof was not".
+    FAILURES = frozenset({10002, 10004})
+
+    def __init__(
+        self,
+        *,
+        response: Response = Response.ALERT,
+        threshold: int = 20,
+        window_ms: int = 60_000,
+    ) -> None:
+        self.response = response
+        self.threshold, self.window_ms = threshold, window_ms
+        self._failures: dict[str, deque[int]] = {}
+        self._flagged_until: dict[str, int] = {}
+
+    def observe(self, event: UsageEvent) -> Flag | None:
+        """Count a failed proof for a known key; a Flag when the burst reaches threshold."""
+        if event.key_id is None or event.ret_code not in self.FAILURES:
+            return None
+        times = self._failures.setdefault(event.api_key, deque())
+        times.append(event.at_ms)
+        while times and times[0] <= event.at_ms - self.window_ms:
+            times.popleft()
+        if len(times) < self.threshold or event.at_ms < self._flagged_until.get(event.api_key, 0):
+            return None
+        self._flagged_until[event.api_key] = event.at_ms + self.window_ms
+        return _flag(
+            self,
+            event,
+            f"{len(times)} failed signatures or stale timestamps in {self.window_ms // 1000} s "
+            f"(last from {event.client_ip}): the key id may have leaked",
+            failures=len(times),
+            window_ms=self.window_ms,
+            client_ip=event.client_ip,
+        )
