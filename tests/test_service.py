@@ -8,6 +8,7 @@ from keyplane.clock import FrozenClock
 from keyplane.errors import NotFoundError, ParameterError
 from keyplane.keys import (
     DAY_MS,
+    AccountStatus,
     IpAllowlist,
     KeyEncryptionKey,
     KeyStatus,
@@ -53,6 +54,22 @@ class TestRateOverrides:
 
 
 class TestLifecycle:
+    def test_suspend_resume_and_freeze(self, service: KeyService) -> None:
+        """Suspension and freezing change status (idempotently); a revoked key stays revoked."""
+        uid = service.create_account().uid
+        key = service.create_key(uid).key
+        assert service.suspend_key(key.api_key).status is KeyStatus.SUSPENDED
+        assert service.suspend_key(key.api_key).status is KeyStatus.SUSPENDED
+        assert service.resume_key(key.api_key).status is KeyStatus.ACTIVE
+        assert service.set_account_frozen(uid, True).status is AccountStatus.FROZEN
+        assert service.set_account_frozen(uid, False).status is AccountStatus.ACTIVE
+        service.revoke_key(key.api_key)
+        with pytest.raises(ParameterError, match="revoked"):
+            service.resume_key(key.api_key)
+        with pytest.raises(ParameterError, match="revoked"):
+            service.suspend_key(key.api_key)
+        assert service.get_key(key.api_key).status is KeyStatus.REVOKED
+
     def test_secret_is_stored_encrypted_and_verifies(self, service: KeyService) -> None:
         """The store holds ciphertext only; the hot-path entry verifies with the plaintext."""
         uid = service.create_account().uid

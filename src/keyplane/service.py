@@ -14,6 +14,7 @@ from keyplane.clock import Clock
 from keyplane.errors import NotFoundError, ParameterError
 from keyplane.keys import (
     Account,
+    AccountStatus,
     ApiKey,
     IpAllowlist,
     KeyEncryptionKey,
@@ -243,6 +244,39 @@ class KeyService:
         revoked = key.with_changes(status=KeyStatus.REVOKED, revoked_at_ms=now, updated_at_ms=now)
         self.store.save_key(revoked)
         return revoked
+
+    def suspend_key(self, api_key: str) -> ApiKey:
+        """Suspend a key: every node refuses it with retCode 10007 within 1 s until resumed.
+
+        Suspending a suspended key is a no-op; raises ParameterError (10001) for a revoked key
+        and NotFoundError for an unknown one.
+        """
+        return self._set_key_status(api_key, KeyStatus.SUSPENDED)
+
+    def resume_key(self, api_key: str) -> ApiKey:
+        """Lift a suspension (the key works again on every node within 1 s). Resuming an active
+        key is a no-op; raises ParameterError (10001) for a revoked key."""
+        return self._set_key_status(api_key, KeyStatus.ACTIVE)
+
+    def _set_key_status(self, api_key: str, status: KeyStatus) -> ApiKey:
+        key = self.get_key(api_key)
+        if key.status is KeyStatus.REVOKED:
+            raise ParameterError(f"key {api_key} is revoked; a revoked key cannot change status")
+        if key.status is status:
+            return key
+        changed = key.with_changes(status=status, updated_at_ms=self.clock.now_ms())
+        self.store.save_key(changed)
+        return changed
+
+    def set_account_frozen(self, uid: int, frozen: bool) -> Account:
+        """Freeze (every key of the account gets retCode 10007) or unfreeze an account."""
+        account = self.get_account(uid)
+        status = AccountStatus.FROZEN if frozen else AccountStatus.ACTIVE
+        if account.status is status:
+            return account
+        changed = replace(account, status=status)
+        self.store.save_account(changed)
+        return changed
 
     def key_entry(self, api_key: str) -> KeyEntry | None:
         """Load a key with its account and verifier for the hot path; None when unknown.

@@ -10,7 +10,10 @@ twice, one shared PostgreSQL schema, one Redis, one KEK.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -140,6 +143,42 @@ def test_permission_change_on_one_node_applies_on_the_other(cluster: Cluster) ->
     assert on_a.modify_master_api_key(readOnly=1)["retCode"] == 0
     code, _ = fails_within(lambda: on_b.place_order(**order, qty="10"))
     assert code == 10005
+
+
+def test_cli_suspension_reaches_every_node_and_resume_lifts_it(cluster: Cluster) -> None:
+    """`keyplane keys suspend` from another process: both nodes answer 10007 within 1 s;
+    `keyplane keys resume` makes the key work again on both."""
+    key, secret = cluster.new_key()
+    sessions = [pybit(node.url, key, secret, max_retries=1) for node in (cluster.a, cluster.b)]
+    for session in sessions:
+        assert session.get_wallet_balance(accountType="UNIFIED")["retCode"] == 0
+    db = cluster.serve_args[cluster.serve_args.index("--db") + 1]
+
+    def cli(*args: str) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "keyplane", *args, "--db", db],
+            env={**os.environ, **cluster.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+
+    cli("keys", "suspend", key)
+    for session in sessions:
+        code, _ = fails_within(lambda s=session: s.get_wallet_balance(accountType="UNIFIED"))
+        assert code == 10007
+    cli("keys", "resume", key)
+    deadline = time.monotonic() + 1.0
+    for session in sessions:
+        while True:
+            try:
+                assert session.get_wallet_balance(accountType="UNIFIED")["retCode"] == 0
+                break
+            except InvalidRequestError:
+                assert time.monotonic() < deadline, "resume did not apply within 1 s"
+                time.sleep(0.01)
 
 
 def test_two_nodes_share_one_key_budget(cluster: Cluster) -> None:

@@ -41,7 +41,8 @@ app = typer.Typer(
 )
 accounts_app = typer.Typer(help="Master and sub accounts.", no_args_is_help=True)
 keys_app = typer.Typer(
-    help="API keys: create, list, show, update, rotate, revoke.", no_args_is_help=True
+    help="API keys: create, list, show, update, rotate, suspend, resume, revoke.",
+    no_args_is_help=True,
 )
 kek_app = typer.Typer(
     help="The key-encryption key that protects stored secrets.", no_args_is_help=True
@@ -345,6 +346,27 @@ def accounts_update(
         console.print(f"Updated account {uid}: {account.rate_limits.to_text() or 'defaults'}")
 
 
+@accounts_app.command("freeze")
+def accounts_freeze(uid: int, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Freeze an account: every key of it gets retCode 10007 until unfrozen."""
+    _set_frozen(uid, frozen=True, db=db, as_json=as_json)
+
+
+@accounts_app.command("unfreeze")
+def accounts_unfreeze(uid: int, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Unfreeze an account: its keys work again."""
+    _set_frozen(uid, frozen=False, db=db, as_json=as_json)
+
+
+def _set_frozen(uid: int, *, frozen: bool, db: str | None, as_json: bool) -> None:
+    with _service(db) as service:
+        account = service.set_account_frozen(uid, frozen)
+    if as_json:
+        print_json({"uid": account.uid, "status": account.status.value})
+    else:
+        console.print(f"Account {uid} is {account.status.value}")
+
+
 @accounts_app.command("list")
 def accounts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List accounts."""
@@ -517,6 +539,28 @@ def keys_revoke(api_key: str, db: DbOption = None, as_json: JsonOption = False) 
         print_json(_key_json(key))
     else:
         console.print(f"Revoked {api_key}")
+
+
+@keys_app.command("suspend")
+def keys_suspend(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Suspend a key: running servers refuse it within 1 s (retCode 10007) until resumed."""
+    with _service(db) as service:
+        key = service.suspend_key(api_key)
+    if as_json:
+        print_json(_key_json(key))
+    else:
+        console.print(f"Suspended {api_key}")
+
+
+@keys_app.command("resume")
+def keys_resume(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Lift a suspension: the key works again on running servers within 1 s."""
+    with _service(db) as service:
+        key = service.resume_key(api_key)
+    if as_json:
+        print_json(_key_json(key))
+    else:
+        console.print(f"Resumed {api_key}")
 
 
 @kek_app.command("generate")
