@@ -149,7 +149,7 @@ def main() -> None:
         lift_budget(service, key.api_key)
         service.store.close()
 
-        redis_url = stack.enter_context(private_redis(tmp)) if args.limiter == "redis" else None
+        redis_url = stack.enter_context(private_redis(tmp)).url if args.limiter == "redis" else None
         counter = redis.Redis.from_url(redis_url) if redis_url is not None else None
         if counter is not None:
             stack.callback(counter.close)

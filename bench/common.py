@@ -42,9 +42,13 @@ __all__ = [
     "QUERY",
     "RECV_WINDOW",
     "BenchKey",
+    "CpuSnapshot",
+    "PrivateRedis",
     "Samples",
     "WrkResult",
     "bench_key",
+    "cpu_snapshot",
+    "cpu_used",
     "finish_wrk",
     "free_port",
     "lift_budget",
@@ -240,9 +244,17 @@ def terminate_on_sigterm() -> None:
 
 
 # --- Redis -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrivateRedis:
+    """A redis-server started by private_redis(): url "redis://127.0.0.1:P/0" and pid."""
+
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def private_redis(workdir: Path) -> Iterator[str]:
-    """A throwaway `redis-server --port <free> --save "" --appendonly no`; yields its URL.
+def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
+    """A throwaway `redis-server --port <free> --save "" --appendonly no` (url and pid).
 
     Killed (by pid) afterwards, also on error or Ctrl-C.
     """
@@ -265,7 +277,7 @@ def private_redis(workdir: Path) -> Iterator[str]:
                     raise RuntimeError("private redis-server did not start") from None
                 time.sleep(0.02)
         client.close()
-        yield f"redis://127.0.0.1:{port}/0"
+        yield PrivateRedis(f"redis://127.0.0.1:{port}/0", proc.pid)
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -334,3 +346,43 @@ def scrape(base_url: str, client: httpx.Client | None = None) -> Samples:
 def metric(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value (0 when absent)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+# --- CPU accounting ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CpuSnapshot:
+    """Machine-wide busy and total jiffies (/proc/stat) and per-pid jiffies (/proc/<pid>/stat)."""
+
+    busy: int
+    total: int
+    per_pid: dict[int, int]
+
+
+def cpu_snapshot(pids: Sequence[int] = ()) -> CpuSnapshot:
+    """Read /proc now (Linux only)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # user..steal; guest time is already inside user
+    per_pid: dict[int, int] = {}
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        per_pid[pid] = int(rest[11]) + int(rest[12])  # utime + stime
+    return CpuSnapshot(total - idle, total, per_pid)
+
+
+def cpu_used(
+    before: CpuSnapshot, after: CpuSnapshot, seconds: float
+) -> tuple[float, dict[int, float]]:
+    """(machine busy fraction 0..1, {pid: CPUs used on average}) between two snapshots."""
+    span = after.total - before.total
+    busy = (after.busy - before.busy) / span if span else 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    per_pid = {
+        pid: (after.per_pid[pid] - before.per_pid.get(pid, 0)) / hz / seconds
+        for pid in after.per_pid
+    }
+    return busy, per_pid
