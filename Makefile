@@ -30,9 +30,13 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
+# needs PostgreSQL (KEYPLANE_BENCH_POSTGRES_URL, default the local `test` db) and redis-server
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
-	$(BIN)/python bench/auth_overhead.py
+	$(BIN)/python bench/auth_overhead.py --limiter memory
+	$(BIN)/python bench/auth_overhead.py --limiter redis
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/revocation.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
