@@ -7,12 +7,19 @@ assigned from 100001 upwards, key ids from 1, and every create/save bumps the re
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 
+from keyplane.audit.chain import AuditCheckpoint
+from keyplane.audit.events import GENESIS_HASH, AuditEvent, AuditRecord, seal_all
 from keyplane.errors import NotFoundError
 from keyplane.keys.model import Account, ApiKey, KeyStatus
-from keyplane.store.protocol import DEFAULT_UPSTREAM, UpstreamCredentialsRecord
+from keyplane.store.protocol import (
+    DEFAULT_UPSTREAM,
+    AccountAudit,
+    PurgeResult,
+    UpstreamCredentialsRecord,
+)
 
 __all__ = ["FIRST_UID", "MAX_API_KEY_LENGTH", "MemoryStore"]
 
@@ -32,9 +39,17 @@ class MemoryStore:
         self._by_api_key: dict[str, int] = {}
         self._upstreams: dict[str, UpstreamCredentialsRecord] = {}
         self._revision = 0
+        self._audit: list[AuditRecord] = []
+        self._checkpoints: list[AuditCheckpoint] = []
 
     def create_account(
-        self, *, parent_uid: int | None, created_at_ms: int, username: str = "", note: str = ""
+        self,
+        *,
+        parent_uid: int | None,
+        created_at_ms: int,
+        username: str = "",
+        note: str = "",
+        audit: AccountAudit | None = None,
     ) -> Account:
         """Insert an account with uid max(uid) + 1 (first 100001).
 
@@ -51,8 +66,10 @@ class MemoryStore:
                 username=username,
                 note=note,
             )
+            events = () if audit is None else audit(account)
             self._accounts[uid] = account
             self._revision += 1
+            self._append_locked(events)
             return account
 
     def find_account(self, uid: int) -> Account | None:
@@ -60,7 +77,7 @@ class MemoryStore:
         with self._lock:
             return self._accounts.get(uid)
 
-    def save_account(self, account: Account) -> None:
+    def save_account(self, account: Account, *, audit: Sequence[AuditEvent] = ()) -> None:
         """Persist status/note/username/rate_limits of an account; bumps the revision.
 
         Raises NotFoundError when account.uid is unknown.
@@ -77,6 +94,7 @@ class MemoryStore:
                 rate_limits=account.rate_limits,
             )
             self._revision += 1
+            self._append_locked(audit)
 
     def list_accounts(self, *, parent_uid: int | None = None) -> Sequence[Account]:
         """All accounts (parent_uid None) or the sub accounts of parent_uid, by uid ascending."""
@@ -92,7 +110,7 @@ class MemoryStore:
         with self._lock:
             return len(self._accounts)
 
-    def add_key(self, key: ApiKey) -> ApiKey:
+    def add_key(self, key: ApiKey, *, audit: Sequence[AuditEvent] = ()) -> ApiKey:
         """Insert a key with id max(id) + 1 (first 1); returns it with that id.
 
         Raises NotFoundError when key.uid is unknown, ValueError on a duplicate api_key or one
@@ -109,6 +127,7 @@ class MemoryStore:
             self._keys[stored.id] = stored
             self._by_api_key[stored.api_key] = stored.id
             self._revision += 1
+            self._append_locked(audit)
             return stored
 
     def find_key(self, api_key: str) -> ApiKey | None:
@@ -117,7 +136,7 @@ class MemoryStore:
             key_id = self._by_api_key.get(api_key)
             return None if key_id is None else self._keys[key_id]
 
-    def save_key(self, key: ApiKey) -> None:
+    def save_key(self, key: ApiKey, *, audit: Sequence[AuditEvent] = ()) -> None:
         """Persist every mutable field of the key with key.id; bumps the revision.
 
         id, api_key, uid and created_at_ms never change; last_used_at_ms only moves forwards.
@@ -135,6 +154,7 @@ class MemoryStore:
                 last_used_at_ms=_later(current.last_used_at_ms, key.last_used_at_ms),
             )
             self._revision += 1
+            self._append_locked(audit)
 
     def list_keys(
         self,
@@ -174,7 +194,9 @@ class MemoryStore:
                         key, last_used_at_ms=_later(key.last_used_at_ms, ms)
                     )
 
-    def set_upstream_credentials(self, record: UpstreamCredentialsRecord) -> None:
+    def set_upstream_credentials(
+        self, record: UpstreamCredentialsRecord, *, audit: Sequence[AuditEvent] = ()
+    ) -> None:
         """Insert or replace the credentials row named record.name; bumps the revision.
 
         Raises ValueError when record.api_key is longer than 64 characters.
@@ -184,6 +206,7 @@ class MemoryStore:
         with self._lock:
             self._upstreams[record.name] = record
             self._revision += 1
+            self._append_locked(audit)
 
     def find_upstream_credentials(
         self, name: str = DEFAULT_UPSTREAM
@@ -192,13 +215,96 @@ class MemoryStore:
         with self._lock:
             return self._upstreams.get(name)
 
-    def delete_upstream_credentials(self, name: str = DEFAULT_UPSTREAM) -> bool:
-        """Delete the named row; True when one existed (then the revision is bumped)."""
+    def delete_upstream_credentials(
+        self, name: str = DEFAULT_UPSTREAM, *, audit: Sequence[AuditEvent] = ()
+    ) -> bool:
+        """Delete the named row; True when one existed (then the revision is bumped and audit
+        appended)."""
         with self._lock:
             if self._upstreams.pop(name, None) is None:
                 return False
             self._revision += 1
+            self._append_locked(audit)
             return True
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> Sequence[AuditRecord]:
+        """Append events with no other change; returns the stored records. No revision bump."""
+        with self._lock:
+            return self._append_locked(events)
+
+    def list_audit(
+        self, *, target: str | None = None, since_ms: int | None = None, limit: int | None = None
+    ) -> Sequence[AuditRecord]:
+        """Audit records by id ascending, optionally of one target and with at_ms >= since_ms;
+        limit keeps the newest `limit` (still ascending)."""
+        with self._lock:
+            found = [
+                r
+                for r in self._audit
+                if (target is None or r.event.target == target)
+                and (since_ms is None or r.event.at_ms >= since_ms)
+            ]
+        if limit is not None:
+            found = found[len(found) - max(limit, 0) :] if limit > 0 else []
+        return found
+
+    def iter_audit(self) -> Iterator[AuditRecord]:
+        """Every audit record by id ascending (a snapshot)."""
+        with self._lock:
+            snapshot = list(self._audit)
+        return iter(snapshot)
+
+    def find_audit_checkpoint(self) -> AuditCheckpoint | None:
+        """The latest purge checkpoint, or None."""
+        with self._lock:
+            return self._checkpoints[-1] if self._checkpoints else None
+
+    def purge(
+        self,
+        *,
+        checkpoint: AuditCheckpoint | None,
+        keys_revoked_before_ms: int,
+        audit: Sequence[AuditEvent] = (),
+    ) -> PurgeResult:
+        """Delete audit rows 1..checkpoint.through_id (storing checkpoint) and keys revoked
+        before keys_revoked_before_ms (ms), then append audit; bumps the revision.
+
+        Raises ValueError for a checkpoint that does not match a stored row or goes backwards.
+        """
+        with self._lock:
+            purged_rows = 0
+            if checkpoint is not None:
+                row = next((r for r in self._audit if r.id == checkpoint.through_id), None)
+                _check_checkpoint(checkpoint, row, self._checkpoints[-1:])
+                purged_rows = sum(1 for r in self._audit if r.id <= checkpoint.through_id)
+                self._audit = [r for r in self._audit if r.id > checkpoint.through_id]
+                self._checkpoints.append(checkpoint)
+            gone = [
+                k
+                for _, k in sorted(self._keys.items())
+                if k.status is KeyStatus.REVOKED
+                and k.revoked_at_ms is not None
+                and k.revoked_at_ms < keys_revoked_before_ms
+            ]
+            for key in gone:
+                del self._keys[key.id]
+                del self._by_api_key[key.api_key]
+            self._revision += 1
+            self._append_locked(audit)
+            return PurgeResult(purged_rows, tuple(k.api_key for k in gone), checkpoint)
+
+    def _append_locked(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Chain events after the last row, the checkpoint or genesis; caller holds the lock."""
+        if self._audit:
+            next_id, prev = self._audit[-1].id + 1, self._audit[-1].row_hash
+        elif self._checkpoints:
+            next_id = self._checkpoints[-1].through_id + 1
+            prev = self._checkpoints[-1].last_row_hash
+        else:
+            next_id, prev = 1, GENESIS_HASH
+        stored = seal_all(events, first_id=next_id, prev_hash=prev)
+        self._audit.extend(stored)
+        return stored
 
     def revision(self) -> int:
         """Monotonic counter bumped by every key, account or upstream-credentials change; 0 for a
@@ -208,6 +314,19 @@ class MemoryStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _check_checkpoint(
+    checkpoint: AuditCheckpoint,
+    row: AuditRecord | None,
+    current: Sequence[AuditCheckpoint],
+) -> None:
+    """Raise ValueError unless checkpoint names the stored row (by id and row_hash) and lies
+    beyond the current checkpoint (shared by every store)."""
+    if current and checkpoint.through_id <= current[-1].through_id:
+        raise ValueError("the checkpoint does not lie beyond the current one")
+    if row is None or row.row_hash != checkpoint.last_row_hash:
+        raise ValueError(f"the checkpoint does not match audit row {checkpoint.through_id}")
 
 
 def _later(a: int | None, b: int | None) -> int | None:

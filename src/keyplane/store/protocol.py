@@ -3,17 +3,44 @@ MemoryStore; both pass the one contract suite in tests/store/.
 
 Every mutation bumps a store-wide revision counter; nodes poll `revision()` to invalidate their
 key caches (the SQLite form of the revocation broadcast).
+
+Audit trail: every mutating method takes `audit`, the AuditEvents describing the change, and
+appends them to the hash-chained audit log in the SAME transaction as the change (so a change is
+never stored without its record, nor a record without its change). Rows get contiguous ids from
+1 (continuing after a purge checkpoint) and row_hash = sha256(prev_hash + canonical content)
+(keyplane.audit.events).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from keyplane.audit.chain import AuditCheckpoint
+from keyplane.audit.events import AuditEvent, AuditRecord
 from keyplane.keys.model import Account, ApiKey
 
-__all__ = ["DEFAULT_UPSTREAM", "Store", "UpstreamCredentialsRecord"]
+__all__ = [
+    "DEFAULT_UPSTREAM",
+    "AccountAudit",
+    "PurgeResult",
+    "Store",
+    "UpstreamCredentialsRecord",
+]
+
+#: audit events of an account creation, built from the account once the store assigned its uid.
+AccountAudit = Callable[[Account], Sequence[AuditEvent]]
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeResult:
+    """What Store.purge removed: audit rows (count), revoked keys (api_keys), the checkpoint."""
+
+    audit_rows: int
+    keys: tuple[str, ...]
+    checkpoint: AuditCheckpoint | None
+
 
 #: name of the one upstream-credentials row a gateway uses.
 DEFAULT_UPSTREAM = "default"
@@ -40,16 +67,25 @@ class Store(Protocol):
     """Repository of accounts and keys. All times are int ms since epoch."""
 
     def create_account(
-        self, *, parent_uid: int | None, created_at_ms: int, username: str = "", note: str = ""
+        self,
+        *,
+        parent_uid: int | None,
+        created_at_ms: int,
+        username: str = "",
+        note: str = "",
+        audit: AccountAudit | None = None,
     ) -> Account:
-        """Insert an account; the store assigns uid. Raises NotFoundError if parent is unknown."""
+        """Insert an account; the store assigns uid. Raises NotFoundError if parent is unknown.
+
+        audit(account) gives the events to append in the same transaction.
+        """
         ...
 
     def find_account(self, uid: int) -> Account | None:
         """The account with this uid, or None."""
         ...
 
-    def save_account(self, account: Account) -> None:
+    def save_account(self, account: Account, *, audit: Sequence[AuditEvent] = ()) -> None:
         """Persist status/note/username/rate_limits of an account; bumps the revision."""
         ...
 
@@ -61,7 +97,7 @@ class Store(Protocol):
         """Number of accounts."""
         ...
 
-    def add_key(self, key: ApiKey) -> ApiKey:
+    def add_key(self, key: ApiKey, *, audit: Sequence[AuditEvent] = ()) -> ApiKey:
         """Insert a key (its id is ignored); returns it with the assigned id.
 
         Raises NotFoundError when key.uid is unknown, ValueError on a duplicate api_key.
@@ -72,7 +108,7 @@ class Store(Protocol):
         """The key with this api_key, in any status (revoked rows are kept), or None."""
         ...
 
-    def save_key(self, key: ApiKey) -> None:
+    def save_key(self, key: ApiKey, *, audit: Sequence[AuditEvent] = ()) -> None:
         """Persist every mutable field of an existing key (matched by id); bumps the revision."""
         ...
 
@@ -91,7 +127,9 @@ class Store(Protocol):
         """Set last_used_at_ms for key ids (never moves backwards); does not bump the revision."""
         ...
 
-    def set_upstream_credentials(self, record: UpstreamCredentialsRecord) -> None:
+    def set_upstream_credentials(
+        self, record: UpstreamCredentialsRecord, *, audit: Sequence[AuditEvent] = ()
+    ) -> None:
         """Insert or replace the credentials row named record.name; bumps the revision.
 
         Raises ValueError when record.api_key is longer than 64 characters.
@@ -104,8 +142,49 @@ class Store(Protocol):
         """The credentials row with this name, or None."""
         ...
 
-    def delete_upstream_credentials(self, name: str = DEFAULT_UPSTREAM) -> bool:
-        """Delete the named row; True when one existed (then the revision is bumped)."""
+    def delete_upstream_credentials(
+        self, name: str = DEFAULT_UPSTREAM, *, audit: Sequence[AuditEvent] = ()
+    ) -> bool:
+        """Delete the named row; True when one existed (then the revision is bumped and audit
+        appended; otherwise nothing is written)."""
+        ...
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> Sequence[AuditRecord]:
+        """Append events with no other change (security events); returns the stored records.
+
+        Does not bump the revision.
+        """
+        ...
+
+    def list_audit(
+        self, *, target: str | None = None, since_ms: int | None = None, limit: int | None = None
+    ) -> Sequence[AuditRecord]:
+        """Audit records by id ascending, optionally only of one target and with at_ms >=
+        since_ms; limit keeps the newest `limit` of them (still ascending)."""
+        ...
+
+    def iter_audit(self) -> Iterator[AuditRecord]:
+        """Every audit record by id ascending (streamed in pages)."""
+        ...
+
+    def find_audit_checkpoint(self) -> AuditCheckpoint | None:
+        """The latest purge checkpoint (highest through_id), or None if never purged."""
+        ...
+
+    def purge(
+        self,
+        *,
+        checkpoint: AuditCheckpoint | None,
+        keys_revoked_before_ms: int,
+        audit: Sequence[AuditEvent] = (),
+    ) -> PurgeResult:
+        """In one transaction: delete audit rows 1..checkpoint.through_id and store checkpoint
+        (None: no audit rows purged), delete keys revoked before keys_revoked_before_ms (ms),
+        then append audit. Bumps the revision.
+
+        Raises ValueError when the checkpoint does not name a stored row with that row_hash, or
+        does not lie beyond the current checkpoint.
+        """
         ...
 
     def revision(self) -> int:

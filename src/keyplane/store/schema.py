@@ -26,6 +26,8 @@ __all__ = [
     "REVISION_ROW",
     "accounts",
     "api_keys",
+    "audit_checkpoint",
+    "audit_log",
     "metadata",
     "store_meta",
     "upstream_credentials",
@@ -98,4 +100,32 @@ upstream_credentials = Table(
     Column("key_type", String(16), nullable=False),
     Column("secret_ciphertext", LargeBinary, nullable=False),
     Column("set_at_ms", BigInteger, nullable=False),
+)
+
+#: the hash-chained audit trail (keyplane.audit): ids are assigned 1, 2, ... by the store (no
+#: gaps, continuing after a purge checkpoint); before/after are canonical JSON text.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=False),
+    Column("at_ms", BigInteger, nullable=False, index=True),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(128), nullable=False, index=True),
+    Column("before_json", Text, nullable=False),
+    Column("after_json", Text, nullable=False),
+    Column("source_ip", String(64), nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("row_hash", String(64), nullable=False),
+)
+
+#: one row per purge: rows 1..through_id were deleted, the last had last_row_hash; signature is
+#: HMAC-SHA256 hex under a KEK-derived key (keyplane.audit.chain).
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("through_id", _Id, primary_key=True, autoincrement=False),
+    Column("last_row_hash", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("signature", String(64), nullable=False),
 )

@@ -8,6 +8,7 @@ MemoryStore for the same sequence of calls.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -35,17 +36,26 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
+from keyplane.audit.chain import AuditCheckpoint
+from keyplane.audit.events import GENESIS_HASH, AuditEvent, AuditRecord, canonical_json, seal_all
 from keyplane.errors import NotFoundError
 from keyplane.keys.ips import IpAllowlist
 from keyplane.keys.limits import RateOverrides
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus, KeyType
 from keyplane.keys.permissions import Permissions
-from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH
-from keyplane.store.protocol import DEFAULT_UPSTREAM, UpstreamCredentialsRecord
+from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH, _check_checkpoint
+from keyplane.store.protocol import (
+    DEFAULT_UPSTREAM,
+    AccountAudit,
+    PurgeResult,
+    UpstreamCredentialsRecord,
+)
 from keyplane.store.schema import (
     REVISION_ROW,
     accounts,
     api_keys,
+    audit_checkpoint,
+    audit_log,
     store_meta,
     upstream_credentials,
 )
@@ -72,6 +82,8 @@ _WRITE_OPTION = "keyplane_write"
 #: pg_advisory_xact_lock key serialising concurrent migrations ("kplane" in ASCII).
 _MIGRATION_LOCK_KEY = 0x6B706C616E65
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+#: audit rows read per query by iter_audit.
+_AUDIT_PAGE = 1000
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -192,8 +204,12 @@ class SqlStore:
         return display_url(self._engine.url)
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, bump: bool = True) -> Iterator[Connection]:
         """A write transaction that has already bumped (and so locked) the revision row.
+
+        bump=False only locks the row (SELECT ... FOR UPDATE on PostgreSQL; SQLite's BEGIN
+        IMMEDIATE already serialises writers): used to append audit rows race-free without
+        invalidating key caches.
 
         On PostgreSQL it also queues NOTIFY keyplane_revision '<schema>:<revision>:<wall ms>' (the
         channel is database-wide, the schema tells deployments sharing a database apart), which the
@@ -201,6 +217,14 @@ class SqlStore:
         the revocation broadcast (keyplane.store.notifications).
         """
         with self._writer.begin() as conn:
+            if not bump:
+                conn.execute(
+                    select(store_meta.c.value)
+                    .where(store_meta.c.name == REVISION_ROW)
+                    .with_for_update()
+                )
+                yield conn
+                return
             revision = conn.execute(
                 update(store_meta)
                 .where(store_meta.c.name == REVISION_ROW)
@@ -216,7 +240,13 @@ class SqlStore:
             yield conn
 
     def create_account(
-        self, *, parent_uid: int | None, created_at_ms: int, username: str = "", note: str = ""
+        self,
+        *,
+        parent_uid: int | None,
+        created_at_ms: int,
+        username: str = "",
+        note: str = "",
+        audit: AccountAudit | None = None,
     ) -> Account:
         """Insert an account with uid max(uid) + 1 (first 100001).
 
@@ -234,6 +264,7 @@ class SqlStore:
                 note=note,
             )
             conn.execute(insert(accounts).values(_account_values(account)))
+            _append_audit(conn, () if audit is None else audit(account))
             return account
 
     def find_account(self, uid: int) -> Account | None:
@@ -242,7 +273,7 @@ class SqlStore:
             row = conn.execute(select(accounts).where(accounts.c.uid == uid)).first()
         return None if row is None else _account_from_row(row)
 
-    def save_account(self, account: Account) -> None:
+    def save_account(self, account: Account, *, audit: Sequence[AuditEvent] = ()) -> None:
         """Persist status/note/username/rate_limits of an account; bumps the revision.
 
         Raises NotFoundError when account.uid is unknown.
@@ -260,6 +291,7 @@ class SqlStore:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"account {account.uid} not found")
+            _append_audit(conn, audit)
 
     def list_accounts(self, *, parent_uid: int | None = None) -> Sequence[Account]:
         """All accounts (parent_uid None) or the sub accounts of parent_uid, by uid ascending."""
@@ -274,7 +306,7 @@ class SqlStore:
         with self._engine.begin() as conn:
             return int(conn.execute(select(func.count()).select_from(accounts)).scalar_one())
 
-    def add_key(self, key: ApiKey) -> ApiKey:
+    def add_key(self, key: ApiKey, *, audit: Sequence[AuditEvent] = ()) -> ApiKey:
         """Insert a key with id max(id) + 1 (first 1); returns it with that id.
 
         Raises NotFoundError when key.uid is unknown, ValueError on a duplicate api_key or one
@@ -294,6 +326,7 @@ class SqlStore:
                 last = conn.execute(select(func.max(api_keys.c.id))).scalar_one()
                 stored = key.with_changes(id=1 if last is None else int(last) + 1)
                 conn.execute(insert(api_keys).values(id=stored.id, **_key_values(stored)))
+                _append_audit(conn, audit)
         except IntegrityError as exc:  # a writer outside SqlStore raced us
             raise ValueError(f"duplicate api_key {key.api_key}") from exc
         return stored
@@ -304,7 +337,7 @@ class SqlStore:
             row = conn.execute(select(api_keys).where(api_keys.c.api_key == api_key)).first()
         return None if row is None else _key_from_row(row)
 
-    def save_key(self, key: ApiKey) -> None:
+    def save_key(self, key: ApiKey, *, audit: Sequence[AuditEvent] = ()) -> None:
         """Persist every mutable field of the key with key.id; bumps the revision.
 
         id, api_key, uid and created_at_ms never change; last_used_at_ms only moves forwards.
@@ -319,6 +352,7 @@ class SqlStore:
                 stmt = stmt.values(last_used_at_ms=_forward(key.last_used_at_ms))
             if conn.execute(stmt).rowcount == 0:
                 raise NotFoundError(f"api key id {key.id} not found")
+            _append_audit(conn, audit)
 
     def list_keys(
         self,
@@ -364,7 +398,9 @@ class SqlStore:
         with self._writer.begin() as conn:
             conn.execute(stmt, params)
 
-    def set_upstream_credentials(self, record: UpstreamCredentialsRecord) -> None:
+    def set_upstream_credentials(
+        self, record: UpstreamCredentialsRecord, *, audit: Sequence[AuditEvent] = ()
+    ) -> None:
         """Insert or replace the credentials row named record.name; bumps the revision.
 
         Raises ValueError when record.api_key is longer than 64 characters.
@@ -383,6 +419,7 @@ class SqlStore:
                     set_at_ms=record.set_at_ms,
                 )
             )
+            _append_audit(conn, audit)
 
     def find_upstream_credentials(
         self, name: str = DEFAULT_UPSTREAM
@@ -402,16 +439,114 @@ class SqlStore:
             set_at_ms=int(m["set_at_ms"]),
         )
 
-    def delete_upstream_credentials(self, name: str = DEFAULT_UPSTREAM) -> bool:
-        """Delete the named row; True when one existed (then the revision is bumped)."""
+    def delete_upstream_credentials(
+        self, name: str = DEFAULT_UPSTREAM, *, audit: Sequence[AuditEvent] = ()
+    ) -> bool:
+        """Delete the named row; True when one existed (then the revision is bumped and audit
+        appended)."""
         table = upstream_credentials
         try:
             with self._write() as conn:
                 if conn.execute(delete(table).where(table.c.name == name)).rowcount == 0:
                     raise _NothingChangedError  # rolls back the revision bump
+                _append_audit(conn, audit)
         except _NothingChangedError:
             return False
         return True
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> Sequence[AuditRecord]:
+        """Append events with no other change; returns the stored records. No revision bump."""
+        if not events:
+            return []
+        with self._write(bump=False) as conn:
+            return _append_audit(conn, events)
+
+    def list_audit(
+        self, *, target: str | None = None, since_ms: int | None = None, limit: int | None = None
+    ) -> Sequence[AuditRecord]:
+        """Audit records by id ascending, optionally of one target and with at_ms >= since_ms;
+        limit keeps the newest `limit` (still ascending)."""
+        query = select(audit_log).order_by(audit_log.c.id.desc())
+        if target is not None:
+            query = query.where(audit_log.c.target == target)
+        if since_ms is not None:
+            query = query.where(audit_log.c.at_ms >= since_ms)
+        if limit is not None:
+            query = query.limit(max(limit, 0))
+        with self._engine.begin() as conn:
+            rows = [_audit_from_row(row) for row in conn.execute(query)]
+        return rows[::-1]
+
+    def iter_audit(self) -> Iterator[AuditRecord]:
+        """Every audit record by id ascending, read in pages of 1000 (one query each)."""
+        after = 0
+        while True:
+            query = (
+                select(audit_log)
+                .where(audit_log.c.id > after)
+                .order_by(audit_log.c.id)
+                .limit(_AUDIT_PAGE)
+            )
+            with self._engine.begin() as conn:
+                page = [_audit_from_row(row) for row in conn.execute(query)]
+            yield from page
+            if len(page) < _AUDIT_PAGE:
+                return
+            after = page[-1].id
+
+    def find_audit_checkpoint(self) -> AuditCheckpoint | None:
+        """The latest purge checkpoint (highest through_id), or None."""
+        with self._engine.begin() as conn:
+            return _latest_checkpoint(conn)
+
+    def purge(
+        self,
+        *,
+        checkpoint: AuditCheckpoint | None,
+        keys_revoked_before_ms: int,
+        audit: Sequence[AuditEvent] = (),
+    ) -> PurgeResult:
+        """Delete audit rows 1..checkpoint.through_id (storing checkpoint) and keys revoked
+        before keys_revoked_before_ms (ms), then append audit; one transaction, bumps the
+        revision.
+
+        Raises ValueError for a checkpoint that does not match a stored row or goes backwards.
+        """
+        with self._write() as conn:
+            purged_rows = 0
+            if checkpoint is not None:
+                row = conn.execute(
+                    select(audit_log).where(audit_log.c.id == checkpoint.through_id)
+                ).first()
+                current = _latest_checkpoint(conn)
+                _check_checkpoint(
+                    checkpoint,
+                    None if row is None else _audit_from_row(row),
+                    [] if current is None else [current],
+                )
+                purged_rows = conn.execute(
+                    delete(audit_log).where(audit_log.c.id <= checkpoint.through_id)
+                ).rowcount
+                conn.execute(
+                    insert(audit_checkpoint).values(
+                        through_id=checkpoint.through_id,
+                        last_row_hash=checkpoint.last_row_hash,
+                        at_ms=checkpoint.at_ms,
+                        signature=checkpoint.signature,
+                    )
+                )
+            revoked = (
+                (api_keys.c.status == str(KeyStatus.REVOKED))
+                & api_keys.c.revoked_at_ms.is_not(None)
+                & (api_keys.c.revoked_at_ms < keys_revoked_before_ms)
+            )
+            gone = conn.execute(
+                select(api_keys.c.api_key).where(revoked).order_by(api_keys.c.id)
+            ).scalars()
+            keys = tuple(str(k) for k in gone)
+            conn.execute(delete(api_keys).where(revoked))
+            _append_audit(conn, audit)
+        return PurgeResult(purged_rows, keys, checkpoint)
 
     def revision(self) -> int:
         """Monotonic counter bumped by every key or account change; 0 for a new store."""
@@ -428,6 +563,91 @@ class SqlStore:
 
 class _NothingChangedError(Exception):
     """Raised inside a write transaction to roll it back when it changed nothing."""
+
+
+def _latest_checkpoint(conn: Connection) -> AuditCheckpoint | None:
+    row = conn.execute(
+        select(audit_checkpoint).order_by(audit_checkpoint.c.through_id.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    m = row._mapping
+    return AuditCheckpoint(
+        through_id=int(m["through_id"]),
+        last_row_hash=m["last_row_hash"],
+        at_ms=int(m["at_ms"]),
+        signature=m["signature"],
+    )
+
+
+def _append_audit(conn: Connection, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+    """Chain events after the last row (or the latest checkpoint, or genesis) and insert them.
+
+    Call inside a write transaction (the revision row lock makes reading the head race-free).
+    """
+    if not events:
+        return []
+    head = conn.execute(
+        select(audit_log.c.id, audit_log.c.row_hash).order_by(audit_log.c.id.desc()).limit(1)
+    ).first()
+    if head is not None:
+        next_id, prev = int(head.id) + 1, str(head.row_hash)
+    else:
+        checkpoint = _latest_checkpoint(conn)
+        next_id = 1 if checkpoint is None else checkpoint.through_id + 1
+        prev = GENESIS_HASH if checkpoint is None else checkpoint.last_row_hash
+    stored = seal_all(events, first_id=next_id, prev_hash=prev)
+    conn.execute(insert(audit_log), [_audit_values(r) for r in stored])
+    return stored
+
+
+def _audit_values(record: AuditRecord) -> dict[str, Any]:
+    event = record.event
+    return {
+        "id": record.id,
+        "at_ms": event.at_ms,
+        "actor": event.actor,
+        "action": str(event.action),
+        "target": event.target,
+        "before_json": canonical_json(event.before),
+        "after_json": canonical_json(event.after),
+        "source_ip": event.source_ip,
+        "prev_hash": record.prev_hash,
+        "row_hash": record.row_hash,
+    }
+
+
+def _audit_from_row(row: Row[Any]) -> AuditRecord:
+    """The stored row as a record, exactly as stored (verify_chain recomputes the hash).
+
+    A row edited into something that is not an event (bad JSON, a forbidden field) is read with
+    the raw text under "_unreadable", so verification reports it instead of crashing.
+    """
+    m = row._mapping
+    fields = {
+        "at_ms": int(m["at_ms"]),
+        "actor": m["actor"],
+        "action": m["action"],
+        "target": m["target"],
+        "source_ip": m["source_ip"],
+    }
+    try:
+        event = AuditEvent(
+            **fields, before=_json_object(m["before_json"]), after=_json_object(m["after_json"])
+        )
+    except (ValueError, TypeError):
+        event = AuditEvent(**fields, before={"_unreadable": str(m["before_json"])[:200]})
+    return AuditRecord(
+        id=int(m["id"]), event=event, prev_hash=m["prev_hash"], row_hash=m["row_hash"]
+    )
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """Parse a JSON object; raises ValueError for anything else."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("not a JSON object")
+    return value
 
 
 def _forward(ms: int) -> ColumnElement[Any]:
