@@ -17,6 +17,7 @@ import argparse
 from typing import Any
 
 import uvicorn
+from pydantic import SecretStr
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -45,10 +46,8 @@ class FixedCaller:
 def build(mode: str, db: str, api_key: str, redis_url: str | None = None) -> Any:
     """The app for mode "auth" (real; Redis limiter when redis_url is given) or "noauth"
     (FixedCaller instead of the auth middleware: no auth, no limiter)."""
-    settings = (
-        Settings(database_url=db)
-        if redis_url is None
-        else Settings(database_url=db, redis_url=redis_url)
+    settings = Settings(
+        database_url=db, redis_url=SecretStr(redis_url) if redis_url is not None else None
     )
     app = create_app(settings)
     if mode == "noauth":
@@ -56,7 +55,10 @@ def build(mode: str, db: str, api_key: str, redis_url: str | None = None) -> Any
         entry = service.key_entry(api_key)
         assert entry is not None
         context = AuthContext(key=entry.key, account=entry.account, client_ip="127.0.0.1")
-        assert [m.cls for m in app.user_middleware] == [AuthMiddleware]  # nothing else to keep
+        # the auth middleware is the only one: nothing else is lost by the swap
+        assert len(app.user_middleware) == 1
+        only: object = app.user_middleware[0].cls
+        assert only is AuthMiddleware
         app.user_middleware = [Middleware(FixedCaller, context=context)]
     return app
 

@@ -48,12 +48,12 @@ from common import (
     private_redis,
     redis_command_counts,
     require_wrk,
+    run_main,
     run_wrk,
     scrape,
     signed_headers,
     spread,
     stop_process,
-    terminate_on_sigterm,
     wait_until_up,
 )
 
@@ -133,7 +133,6 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
     require_wrk()
-    terminate_on_sigterm()
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
@@ -202,7 +201,7 @@ def main() -> None:
     target = 0.8 if args.limiter == "memory" else 0.6
     print(f"ratio auth({args.limiter} limiter)/noauth: median {spread(ratios)}; target >= {target}")
     if trips:
-        rows = [
+        trip_rows = [
             ("server side, EVALSHA+EVAL calls / wrk requests", "eval_per_request"),
             ("server side, other top-level commands / wrk requests", "other_per_request"),
             ("server side, all commands incl. the script's GET+SET", "all_commands_per_request"),
@@ -210,7 +209,7 @@ def main() -> None:
             ("keyplane decisions{allowed} / wrk requests", "decisions_per_request"),
         ]
         print("redis round trips per request, median (min-max) over rounds; target 1:")
-        for label, field in rows:
+        for label, field in trip_rows:
             print(f"  {label:55s} {spread([getattr(t, field) for t in trips])}")
         print(
             "  (wrk does not count the requests still in flight when a round ends, so the "
@@ -219,4 +218,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -58,6 +58,7 @@ __all__ = [
     "private_redis",
     "redis_command_counts",
     "require_wrk",
+    "run_main",
     "run_wrk",
     "scrape",
     "signed_headers",
@@ -65,7 +66,6 @@ __all__ = [
     "spread",
     "start_wrk",
     "stop_process",
-    "terminate_on_sigterm",
     "wait_until_up",
 ]
 
@@ -238,9 +238,20 @@ def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def terminate_on_sigterm() -> None:
-    """Turn SIGTERM into KeyboardInterrupt, so `finally` blocks clean up on kill <pid> too."""
+def run_main(main: Callable[[], None]) -> None:
+    """Run a benchmark's main() so that Ctrl-C and SIGTERM unwind through its `finally` blocks
+    and context managers (stopping servers, dropping the schema), then exit 130 quietly.
+
+    SIGINT gets Python's handler back even when the shell started us with it ignored
+    (background jobs of a non-interactive shell).
+    """
+    signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped and temporary state removed", file=sys.stderr)
+        sys.exit(130)
 
 
 # --- Redis -------------------------------------------------------------------------------------

@@ -45,9 +45,9 @@ from common import (
     new_service,
     postgres_schema,
     private_redis,
+    run_main,
     scrape,
     signed_http_headers,
-    terminate_on_sigterm,
 )
 
 from keyplane.keys import KeyEncryptionKey
@@ -147,7 +147,6 @@ def main() -> None:
     )
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES_URL, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    terminate_on_sigterm()
 
     lags: list[float] = []
     polls: list[int] = []
@@ -213,4 +212,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -26,6 +26,7 @@ import contextlib
 import os
 import resource
 import statistics
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,10 +44,11 @@ from common import (
     postgres_schema,
     private_redis,
     require_wrk,
+    run_main,
     signed_headers,
     spread,
     start_wrk,
-    terminate_on_sigterm,
+    stop_process,
 )
 
 from keyplane.keys import KeyEncryptionKey
@@ -76,11 +78,15 @@ def run_round(
     """Two wrk processes at once: stream i signs with keys[i] and loads targets[i]."""
     before = cpu_snapshot(watch)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk CPU, once they are reaped
-    procs = [
-        start_wrk(f"{node.url}{PATH}?{QUERY}", signed_headers(key), seconds, connections)
-        for node, key in zip(targets, keys, strict=True)
-    ]
-    results = [finish_wrk(p) for p in procs]
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        for node, key in zip(targets, keys, strict=True):
+            url = f"{node.url}{PATH}?{QUERY}"
+            procs.append(start_wrk(url, signed_headers(key), seconds, connections))
+        results = [finish_wrk(p) for p in procs]
+    finally:
+        for p in procs:  # only left running on error or Ctrl-C
+            stop_process(p)
     busy, per_pid = cpu_used(before, cpu_snapshot(watch), seconds)
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     wrk_cpu = (reaped.ru_utime + reaped.ru_stime - children.ru_utime - children.ru_stime) / seconds
@@ -106,7 +112,6 @@ def main() -> None:
     parser.add_argument("--postgres", default=DEFAULT_POSTGRES_URL, help=argparse.SUPPRESS)
     args = parser.parse_args()
     require_wrk()
-    terminate_on_sigterm()
 
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
@@ -170,4 +175,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
