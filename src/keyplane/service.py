@@ -3,16 +3,26 @@
 This is the one place that turns operator or API requests into store writes. Secrets are
 generated here, encrypted under the key-encryption key before they reach the store, and handed
 back exactly once (IssuedKey.secret).
+
+Every mutation also builds its AuditEvent (actor, action, target, changed fields before/after,
+source IP; never a secret) and hands it to the store, which writes it in the same transaction
+as the change (keyplane.audit, keyplane.store). actor: "admin:<name>" (CLI), "key:<api_key>"
+(the calling key on /v5/user/*) or "system:<rule>".
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
+from keyplane.audit import AuditAction, AuditEvent, ChainReport, CheckpointSigner, verify_chain
+from keyplane.audit.changes import account_fields, changed, key_fields
 from keyplane.auth.pipeline import HmacVerifier, KeyEntry, RsaVerifier, Verifier
 from keyplane.clock import Clock
 from keyplane.errors import NotFoundError, ParameterError
 from keyplane.keys import (
+    DAY_MS,
     Account,
     AccountStatus,
     ApiKey,
@@ -29,9 +39,12 @@ from keyplane.keys import (
 from keyplane.policy import check_rate_overrides
 from keyplane.secret import Secret
 from keyplane.signing import load_rsa_public_key
-from keyplane.store.protocol import Store
+from keyplane.store.protocol import PurgeResult, Store
 
 __all__ = ["MASTER_KEY_EXCLUDED", "InitResult", "IssuedKey", "KeyService"]
+
+#: actor of changes made without a named caller (library use, tests).
+DEFAULT_ACTOR = "admin:cli"
 
 #: The first master key gets every permission except these (withdrawals need an explicit grant).
 MASTER_KEY_EXCLUDED = frozenset({("Wallet", "Withdraw")})
@@ -67,30 +80,58 @@ class KeyService:
 
     # accounts -------------------------------------------------------------------------------
     def create_account(
-        self, *, parent_uid: int | None = None, username: str = "", note: str = ""
+        self,
+        *,
+        parent_uid: int | None = None,
+        username: str = "",
+        note: str = "",
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
     ) -> Account:
         """A master account, or a sub account of parent_uid (which must be a master).
 
-        Raises NotFoundError (10001) for an unknown parent, ParameterError when the parent is
-        itself a sub account.
+        Audited as account.create by actor. Raises NotFoundError (10001) for an unknown parent,
+        ParameterError when the parent is itself a sub account.
         """
         if parent_uid is not None:
             parent = self.get_account(parent_uid)
             if not parent.is_master:
                 raise ParameterError("a sub account cannot have sub accounts")
+        now = self.clock.now_ms()
+
+        def audit(account: Account) -> list[AuditEvent]:
+            after = account_fields(account)
+            return [_event(now, actor, AuditAction.ACCOUNT_CREATE, account, {}, after, source_ip)]
+
         return self.store.create_account(
-            parent_uid=parent_uid, created_at_ms=self.clock.now_ms(), username=username, note=note
+            parent_uid=parent_uid, created_at_ms=now, username=username, note=note, audit=audit
         )
 
     def update_account_limits(
-        self, uid: int, rate_limits: RateOverrides, *, clear: bool = False
+        self,
+        uid: int,
+        rate_limits: RateOverrides,
+        *,
+        clear: bool = False,
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
     ) -> Account:
         """Merge rate-limit overrides into an account (they apply to all its keys that have no
-        override of their own); clear drops the old ones first."""
+        override of their own); clear drops the old ones first. Audited as account.update."""
         account = self.get_account(uid)
         base = RateOverrides() if clear else account.rate_limits
         updated = replace(account, rate_limits=base.merged(_checked(rate_limits)))
-        self.store.save_account(updated)
+        before, after = changed(account_fields(account), account_fields(updated))
+        event = _event(
+            self.clock.now_ms(),
+            actor,
+            AuditAction.ACCOUNT_UPDATE,
+            account,
+            before,
+            after,
+            source_ip,
+        )
+        self.store.save_account(updated, audit=[event])
         return updated
 
     def get_account(self, uid: int) -> Account:
@@ -108,9 +149,12 @@ class KeyService:
         """
         if self.store.count_accounts() > 0:
             return None
-        account = self.create_account(note="first master account")
+        actor = "system:init"
+        account = self.create_account(note="first master account", actor=actor)
         permissions = Permissions.all_for(is_master=True, without=MASTER_KEY_EXCLUDED)
-        issued = self.create_key(account.uid, note="master key", permissions=permissions)
+        issued = self.create_key(
+            account.uid, note="master key", permissions=permissions, actor=actor
+        )
         return InitResult(account=account, issued=issued)
 
     # keys -----------------------------------------------------------------------------------
@@ -124,9 +168,14 @@ class KeyService:
         ips: IpAllowlist = _UNBOUND,
         rsa_public_key: str | None = None,
         rate_limits: RateOverrides = _NO_OVERRIDES,
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
+        rotated_from: str | None = None,
     ) -> IssuedKey:
         """Issue a key for account uid: HMAC with a new secret, or RSA with the given PEM.
 
+        Audited as key.create (after: the key's settings, never the secret); with rotated_from
+        (an api_key) also as key.rotate on that key, in the same transaction.
         Raises NotFoundError for an unknown uid; ParameterError (10001) for a grant the account
         kind may not hold, a note over 64 chars, or an invalid RSA public key.
         """
@@ -164,7 +213,21 @@ class KeyService:
             updated_at_ms=now,
             rate_limits=_checked(rate_limits),
         )
-        return IssuedKey(key=self.store.add_key(draft), secret=secret)
+        after = key_fields(draft)
+        events = [_event(now, actor, AuditAction.KEY_CREATE, draft, {}, after, source_ip)]
+        if rotated_from is not None:
+            events[0] = replace(events[0], after={**after, "rotatedFrom": rotated_from})
+            events.append(
+                AuditEvent(
+                    at_ms=now,
+                    actor=actor,
+                    action=AuditAction.KEY_ROTATE,
+                    target=f"key:{rotated_from}",
+                    after={"rotatedTo": api_key},
+                    source_ip=source_ip,
+                )
+            )
+        return IssuedKey(key=self.store.add_key(draft, audit=events), secret=secret)
 
     def find_key(self, api_key: str) -> ApiKey | None:
         """The key record (any status), or None."""
@@ -187,6 +250,8 @@ class KeyService:
         note: str | None = None,
         rate_limits: RateOverrides | None = None,
         clear_rate_limits: bool = False,
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
     ) -> ApiKey:
         """Change a live key's settings; None leaves a field as it is.
 
@@ -194,6 +259,7 @@ class KeyService:
         first); each must name a rate-limited route (keyplane.policy).
 
         Saving ips restarts the expiry rule: unbound -> 90 days from now, bound -> never.
+        Audited as key.update with the changed fields before/after.
         Raises NotFoundError, ParameterError (revoked key, grant not allowed, note too long).
         """
         key = self._live_key(api_key)
@@ -214,10 +280,16 @@ class KeyService:
             base = RateOverrides() if clear_rate_limits else key.rate_limits
             changes["rate_limits"] = base.merged(_checked(rate_limits or RateOverrides()))
         updated = key.with_changes(**changes)
-        self.store.save_key(updated)
+        before, after = changed(key_fields(key), key_fields(updated))
+        event = _event(
+            self.clock.now_ms(), actor, AuditAction.KEY_UPDATE, key, before, after, source_ip
+        )
+        self.store.save_key(updated, audit=[event])
         return updated
 
-    def rotate_key(self, api_key: str) -> IssuedKey:
+    def rotate_key(
+        self, api_key: str, *, actor: str = DEFAULT_ACTOR, source_ip: str | None = None
+    ) -> IssuedKey:
         """Issue a new key with the same account, permissions, IPs, readOnly, note and limits.
 
         The old key stays valid until revoked (zero-downtime rotation). RSA keys cannot be
@@ -233,50 +305,158 @@ class KeyService:
             permissions=old.permissions,
             ips=old.ips,
             rate_limits=old.rate_limits,
+            actor=actor,
+            source_ip=source_ip,
+            rotated_from=old.api_key,
         )
 
-    def revoke_key(self, api_key: str) -> ApiKey:
-        """Revoke a key for good (the row is kept for audit). Revoking twice is a no-op."""
+    def revoke_key(
+        self,
+        api_key: str,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
+        deleted: bool = False,
+    ) -> ApiKey:
+        """Revoke a key for good (the row is kept, listed as revoked, until `keyplane
+        maintenance purge`). Audited as key.revoke, or key.delete when deleted (the
+        /v5/user/delete-* routes). Revoking twice is a no-op and writes nothing."""
         key = self.get_key(api_key)
         if key.status is KeyStatus.REVOKED:
             return key
         now = self.clock.now_ms()
         revoked = key.with_changes(status=KeyStatus.REVOKED, revoked_at_ms=now, updated_at_ms=now)
-        self.store.save_key(revoked)
+        action = AuditAction.KEY_DELETE if deleted else AuditAction.KEY_REVOKE
+        before, after = changed(key_fields(key), key_fields(revoked))
+        self.store.save_key(
+            revoked, audit=[_event(now, actor, action, key, before, after, source_ip)]
+        )
         return revoked
 
-    def suspend_key(self, api_key: str) -> ApiKey:
+    def suspend_key(
+        self, api_key: str, *, actor: str = DEFAULT_ACTOR, source_ip: str | None = None
+    ) -> ApiKey:
         """Suspend a key: every node refuses it with retCode 10007 within 1 s until resumed.
 
         Suspending a suspended key is a no-op; raises ParameterError (10001) for a revoked key
         and NotFoundError for an unknown one.
         """
-        return self._set_key_status(api_key, KeyStatus.SUSPENDED)
+        return self._set_key_status(api_key, KeyStatus.SUSPENDED, actor, source_ip)
 
-    def resume_key(self, api_key: str) -> ApiKey:
+    def resume_key(
+        self, api_key: str, *, actor: str = DEFAULT_ACTOR, source_ip: str | None = None
+    ) -> ApiKey:
         """Lift a suspension (the key works again on every node within 1 s). Resuming an active
         key is a no-op; raises ParameterError (10001) for a revoked key."""
-        return self._set_key_status(api_key, KeyStatus.ACTIVE)
+        return self._set_key_status(api_key, KeyStatus.ACTIVE, actor, source_ip)
 
-    def _set_key_status(self, api_key: str, status: KeyStatus) -> ApiKey:
+    def _set_key_status(
+        self, api_key: str, status: KeyStatus, actor: str, source_ip: str | None
+    ) -> ApiKey:
         key = self.get_key(api_key)
         if key.status is KeyStatus.REVOKED:
             raise ParameterError(f"key {api_key} is revoked; a revoked key cannot change status")
         if key.status is status:
             return key
-        changed = key.with_changes(status=status, updated_at_ms=self.clock.now_ms())
-        self.store.save_key(changed)
-        return changed
+        now = self.clock.now_ms()
+        updated = key.with_changes(status=status, updated_at_ms=now)
+        action = (
+            AuditAction.KEY_SUSPEND if status is KeyStatus.SUSPENDED else AuditAction.KEY_RESUME
+        )
+        before, after = changed(key_fields(key), key_fields(updated))
+        self.store.save_key(
+            updated, audit=[_event(now, actor, action, key, before, after, source_ip)]
+        )
+        return updated
 
-    def set_account_frozen(self, uid: int, frozen: bool) -> Account:
-        """Freeze (every key of the account gets retCode 10007) or unfreeze an account."""
+    def set_account_frozen(
+        self,
+        uid: int,
+        frozen: bool,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
+    ) -> Account:
+        """Freeze (every key of the account gets retCode 10007) or unfreeze an account.
+
+        Audited as account.freeze / account.unfreeze; a no-op change writes nothing.
+        """
         account = self.get_account(uid)
         status = AccountStatus.FROZEN if frozen else AccountStatus.ACTIVE
         if account.status is status:
             return account
-        changed = replace(account, status=status)
-        self.store.save_account(changed)
-        return changed
+        updated = replace(account, status=status)
+        action = AuditAction.ACCOUNT_FREEZE if frozen else AuditAction.ACCOUNT_UNFREEZE
+        before, after = changed(account_fields(account), account_fields(updated))
+        event = _event(self.clock.now_ms(), actor, action, account, before, after, source_ip)
+        self.store.save_account(updated, audit=[event])
+        return updated
+
+    # audit ----------------------------------------------------------------------------------
+    def record_security_event(
+        self,
+        action: str,
+        *,
+        target: str,
+        actor: str,
+        details: Mapping[str, Any] | None = None,
+        source_ip: str | None = None,
+    ) -> None:
+        """Append a security event (anomaly flag, signature burst, admin login) with no other
+        change; details go in `after` (never secrets: ValueError for a secret field)."""
+        event = AuditEvent(
+            at_ms=self.clock.now_ms(),
+            actor=actor,
+            action=action,
+            target=target,
+            after=dict(details or {}),
+            source_ip=source_ip,
+        )
+        self.store.append_audit([event])
+
+    def verify_audit(self) -> ChainReport:
+        """Walk the whole audit chain from the latest purge checkpoint (its signature checked
+        under this KEK) and report the first broken row, if any."""
+        return verify_chain(
+            self.store.iter_audit(), self.store.find_audit_checkpoint(), CheckpointSigner(self.kek)
+        )
+
+    def purge(self, *, retention_days: int, actor: str = DEFAULT_ACTOR) -> PurgeResult:
+        """Delete audit rows and revoked keys older than retention_days (days before now).
+
+        The audit rows purged are the longest prefix of the chain older than the cutoff; a
+        checkpoint of its last row, signed under the KEK, keeps the rest verifiable. Audited as
+        maintenance.purge (in the same transaction). Raises ParameterError when
+        retention_days < 1.
+        """
+        if retention_days < 1:
+            raise ParameterError("retention must be at least 1 day")
+        now = self.clock.now_ms()
+        cutoff = now - retention_days * DAY_MS
+        last = None
+        for record in self.store.iter_audit():
+            if record.event.at_ms >= cutoff:
+                break
+            last = record
+        checkpoint = None
+        if last is not None:
+            signer = CheckpointSigner(self.kek)
+            checkpoint = signer.sign(through_id=last.id, last_row_hash=last.row_hash, at_ms=now)
+        keys = [
+            k.api_key
+            for k in self.store.list_keys()
+            if k.status is KeyStatus.REVOKED
+            and k.revoked_at_ms is not None
+            and k.revoked_at_ms < cutoff
+        ]
+        after = {
+            "retentionDays": retention_days,
+            "cutoffMs": cutoff,
+            "auditThroughId": 0 if last is None else last.id,
+            "keys": keys,
+        }
+        event = AuditEvent(now, actor, AuditAction.MAINTENANCE_PURGE, "", after=after)
+        return self.store.purge(checkpoint=checkpoint, keys_revoked_before_ms=cutoff, audit=[event])
 
     def key_entry(self, api_key: str) -> KeyEntry | None:
         """Load a key with its account and verifier for the hot path; None when unknown.
@@ -303,6 +483,20 @@ class KeyService:
         if key.status is KeyStatus.REVOKED:
             raise ParameterError(f"api key {api_key} is revoked")
         return key
+
+
+def _event(
+    at_ms: int,
+    actor: str,
+    action: AuditAction,
+    subject: ApiKey | Account,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    source_ip: str | None,
+) -> AuditEvent:
+    """An event about a key (target "key:<api_key>") or an account ("account:<uid>")."""
+    target = f"key:{subject.api_key}" if isinstance(subject, ApiKey) else f"account:{subject.uid}"
+    return AuditEvent(at_ms, actor, action, target, before, after, source_ip)
 
 
 def _checked(overrides: RateOverrides) -> RateOverrides:

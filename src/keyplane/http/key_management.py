@@ -64,6 +64,11 @@ def _ctx(request: Request) -> tuple[AuthContext, Mapping[str, Any]]:
     return request.scope[AUTH_SCOPE_KEY], request.scope[PARAMS_SCOPE_KEY]
 
 
+def _who(ctx: AuthContext) -> dict[str, Any]:
+    """Audit actor and source IP of a request: the calling key and the client IP."""
+    return {"actor": f"key:{ctx.key.api_key}", "source_ip": ctx.client_ip}
+
+
 def _service(request: Request) -> KeyService:
     service: KeyService = request.app.state.service
     return service
@@ -190,7 +195,7 @@ async def create_sub_api(request: Request) -> Response:
     def create() -> dict[str, Any]:
         _owned_sub_account(service, ctx, subuid)
         issued = service.create_key(
-            subuid, note=note, read_only=read_only, permissions=permissions, ips=ips
+            subuid, note=note, read_only=read_only, permissions=permissions, ips=ips, **_who(ctx)
         )
         assert issued.secret is not None
         wire = _change_wire(issued.key)
@@ -208,7 +213,7 @@ async def update_api(request: Request) -> Response:
     changes = _update_changes(params)
 
     def update() -> dict[str, Any]:
-        return _change_wire(service.update_key(ctx.key.api_key, **changes))
+        return _change_wire(service.update_key(ctx.key.api_key, **changes, **_who(ctx)))
 
     return reply(request, await _run(request, update, changes_keys=True))
 
@@ -222,7 +227,7 @@ async def update_sub_api(request: Request) -> Response:
 
     def update() -> dict[str, Any]:
         target = _owned_sub_key(service, ctx, target_name if isinstance(target_name, str) else None)
-        return _change_wire(service.update_key(target.api_key, **changes))
+        return _change_wire(service.update_key(target.api_key, **changes, **_who(ctx)))
 
     return reply(request, await _run(request, update, changes_keys=True))
 
@@ -240,7 +245,11 @@ async def delete_api(request: Request) -> Response:
     """POST /v5/user/delete-api: a master key revokes itself."""
     ctx, _ = _ctx(request)
     service = _service(request)
-    await _run(request, lambda: service.revoke_key(ctx.key.api_key), changes_keys=True)
+    await _run(
+        request,
+        lambda: service.revoke_key(ctx.key.api_key, deleted=True, **_who(ctx)),
+        changes_keys=True,
+    )
     return reply(request, {})
 
 
@@ -252,7 +261,7 @@ async def delete_sub_api(request: Request) -> Response:
 
     def delete() -> None:
         target = _owned_sub_key(service, ctx, target_name if isinstance(target_name, str) else None)
-        service.revoke_key(target.api_key)
+        service.revoke_key(target.api_key, deleted=True, **_who(ctx))
 
     await _run(request, delete, changes_keys=True)
     return reply(request, {})
@@ -323,7 +332,9 @@ async def create_sub_member(request: Request) -> Response:
     note = _note_param(params) or ""
 
     def create() -> dict[str, Any]:
-        account = service.create_account(parent_uid=ctx.uid, username=username, note=note)
+        account = service.create_account(
+            parent_uid=ctx.uid, username=username, note=note, **_who(ctx)
+        )
         return _member_wire(account)
 
     return reply(request, await _run(request, create, changes_keys=True))
