@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     upstream_kind: "generic" (trusted X-Keyplane-* identity headers) or "bybit" (re-signed
         with the stored upstream credentials) (KEYPLANE_UPSTREAM_KIND).
     upstream_timeout_s: float, seconds for each of connect/read/write/pool to the upstream.
+    audit_retention_days: int, days audit rows and revoked keys are kept before `keyplane
+        maintenance purge` deletes them (KEYPLANE_AUDIT_RETENTION_DAYS).
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -58,6 +60,7 @@ class Settings(BaseSettings):
     upstream_url: str | None = None
     upstream_kind: Literal["generic", "bybit"] = "generic"
     upstream_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    audit_retention_days: int = Field(default=90, ge=1)
 
     @field_validator("ip_limit")
     @classmethod

@@ -1,4 +1,4 @@
-"""`keyplane` commands: init, serve, accounts, keys, kek, upstream.
+"""`keyplane` commands: init, serve, accounts, keys, kek, upstream, audit, maintenance.
 
 Every command takes `--db URL` (else KEYPLANE_DATABASE_URL, else sqlite:///./keyplane.db);
 commands that print data take `--json` (stdout then holds exactly one JSON document).
@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from keyplane.cli.audit import admin_actor, audit_app, maintenance_app
 from keyplane.cli.output import console, err_console, print_json, print_kv, print_table
 from keyplane.cli.upstream import upstream_app
 from keyplane.clock import SystemClock
@@ -51,6 +52,8 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(keys_app, name="keys")
 app.add_typer(kek_app, name="kek")
 app.add_typer(upstream_app, name="upstream")
+app.add_typer(audit_app, name="audit")
+app.add_typer(maintenance_app, name="maintenance")
 
 DbOption = Annotated[
     str | None,
@@ -319,7 +322,7 @@ def accounts_create(
 ) -> None:
     """Create a master account, or a sub account with --parent UID."""
     with _service(db) as service:
-        account = service.create_account(parent_uid=parent, username=username)
+        account = service.create_account(parent_uid=parent, username=username, actor=admin_actor())
     if as_json:
         print_json({"uid": account.uid})
     else:
@@ -338,7 +341,7 @@ def accounts_update(
     """Set rate-limit overrides for every key of an account (a key's own override wins)."""
     with _service(db) as service:
         account = service.update_account_limits(
-            uid, RateOverrides.parse(limit or []), clear=clear_limits
+            uid, RateOverrides.parse(limit or []), clear=clear_limits, actor=admin_actor()
         )
     if as_json:
         print_json({"uid": account.uid, "rateLimits": dict(account.rate_limits.limits)})
@@ -360,7 +363,7 @@ def accounts_unfreeze(uid: int, db: DbOption = None, as_json: JsonOption = False
 
 def _set_frozen(uid: int, *, frozen: bool, db: str | None, as_json: bool) -> None:
     with _service(db) as service:
-        account = service.set_account_frozen(uid, frozen)
+        account = service.set_account_frozen(uid, frozen, actor=admin_actor())
     if as_json:
         print_json({"uid": account.uid, "status": account.status.value})
     else:
@@ -433,6 +436,7 @@ def keys_create(
             permissions=Permissions.parse(permissions),
             ips=IpAllowlist.parse(ips),
             rsa_public_key=rsa_public_key.read_text() if rsa_public_key else None,
+            actor=admin_actor(),
         )
     if as_json:
         print_json(_issued_json(issued))
@@ -511,6 +515,7 @@ def keys_update(
             note=label,
             rate_limits=RateOverrides.parse(limit) if limit else None,
             clear_rate_limits=clear_limits,
+            actor=admin_actor(),
         )
     if as_json:
         print_json(_key_json(key))
@@ -522,7 +527,7 @@ def keys_update(
 def keys_rotate(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Issue a new key with the same settings; the old key works until you revoke it."""
     with _service(db) as service:
-        issued = service.rotate_key(api_key)
+        issued = service.rotate_key(api_key, actor=admin_actor())
     if as_json:
         print_json(_issued_json(issued))
         return
@@ -534,7 +539,7 @@ def keys_rotate(api_key: str, db: DbOption = None, as_json: JsonOption = False) 
 def keys_revoke(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Revoke a key for good: running servers refuse it within 1 s (retCode 10003)."""
     with _service(db) as service:
-        key = service.revoke_key(api_key)
+        key = service.revoke_key(api_key, actor=admin_actor())
     if as_json:
         print_json(_key_json(key))
     else:
@@ -545,7 +550,7 @@ def keys_revoke(api_key: str, db: DbOption = None, as_json: JsonOption = False) 
 def keys_suspend(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Suspend a key: running servers refuse it within 1 s (retCode 10007) until resumed."""
     with _service(db) as service:
-        key = service.suspend_key(api_key)
+        key = service.suspend_key(api_key, actor=admin_actor())
     if as_json:
         print_json(_key_json(key))
     else:
@@ -556,7 +561,7 @@ def keys_suspend(api_key: str, db: DbOption = None, as_json: JsonOption = False)
 def keys_resume(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Lift a suspension: the key works again on running servers within 1 s."""
     with _service(db) as service:
-        key = service.resume_key(api_key)
+        key = service.resume_key(api_key, actor=admin_actor())
     if as_json:
         print_json(_key_json(key))
     else:

@@ -1,0 +1,244 @@
+"""`keyplane audit` and `keyplane maintenance`: the tamper-evident audit trail.
+
+    keyplane audit verify [--json]                 exit 0 intact, 1 naming the first broken row
+    keyplane audit list [--key APIKEY] [--since 1h|30m|2d] [--limit N] [--json]
+    keyplane audit export --format jsonl [--output FILE]
+    keyplane maintenance purge [--retention-days 90] [--yes] [--json]
+
+The chain and its checkpoint are checked by keyplane.audit.verify_chain; purge keeps it
+verifiable with a checkpoint signed under a key derived from the KEK.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from keyplane.audit import AuditRecord
+from keyplane.cli.output import console, err_console, print_json, print_table
+from keyplane.clock import SystemClock
+from keyplane.errors import KeyplaneError
+from keyplane.keys import iso_utc
+from keyplane.service import KeyService
+from keyplane.settings import Settings, load_kek
+from keyplane.store import open_store
+
+__all__ = ["admin_actor", "audit_app", "maintenance_app", "parse_since"]
+
+audit_app = typer.Typer(
+    help="The hash-chained audit trail: verify, list, export.", no_args_is_help=True
+)
+maintenance_app = typer.Typer(
+    help="Housekeeping: purge old audit rows and keys.", no_args_is_help=True
+)
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Database URL (default: KEYPLANE_DATABASE_URL or sqlite:///./keyplane.db)."
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def admin_actor() -> str:
+    """The audit actor of a CLI command: "admin:<OS user>" ("admin:unknown" if none)."""
+    try:
+        return f"admin:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "admin:unknown"
+
+
+def parse_since(text: str) -> int:
+    """A duration like "45s", "30m", "1h", "2d" in ms; raises ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
+    if match is None:
+        raise ValueError(f"--since must look like 30m, 1h or 2d, not {text!r}")
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def _fail(message: str) -> NoReturn:
+    err_console.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _opened(db: str | None) -> Iterator[tuple[KeyService, Settings]]:
+    """The service and settings for one command; errors become a clean exit code 1."""
+    settings = Settings(database_url=db) if db else Settings()
+    try:
+        kek = load_kek(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+    try:
+        store = open_store(settings.database_url)
+    except Exception as exc:
+        _fail(f"cannot open the database: {type(exc).__name__}")
+    try:
+        yield KeyService(store, kek, SystemClock()), settings
+    except KeyplaneError as exc:
+        _fail(exc.ret_msg)
+    finally:
+        store.close()
+
+
+def _record_json(record: AuditRecord) -> dict[str, Any]:
+    return {**record.to_json(), "at": iso_utc(record.event.at_ms)}
+
+
+def _changes(record: AuditRecord) -> str:
+    before, after = record.event.before, record.event.after
+    names = list(dict.fromkeys([*before, *after]))
+    parts = []
+    for name in names:
+        old = json.dumps(before[name], ensure_ascii=False) if name in before else ""
+        new = json.dumps(after[name], ensure_ascii=False) if name in after else ""
+        parts.append(f"{name}: {old} -> {new}" if old else f"{name}: {new}")
+    return "\n".join(parts)
+
+
+@audit_app.command("verify")
+def verify(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Walk the hash chain; exit 1 naming the first broken (edited, deleted) row."""
+    with _opened(db) as (service, _):
+        report = service.verify_audit()
+    document: dict[str, Any] = {
+        "intact": report.intact,
+        "rows": report.rows,
+        "checkpoint": report.checkpoint_id,
+        "headHash": report.head_hash,
+    }
+    if report.broken is not None:
+        document["brokenRow"] = report.broken.row_id
+        document["reason"] = report.broken.reason
+    if as_json:
+        print_json(document)
+    if report.broken is not None:
+        err_console.print(
+            f"[red]chain broken at row {report.broken.row_id}:[/red] {report.broken.reason}",
+            highlight=False,
+        )
+        raise typer.Exit(1)
+    if not as_json:
+        since = f" (checkpoint at row {report.checkpoint_id})" if report.checkpoint_id else ""
+        console.print(f"chain intact: {report.rows} rows{since}", highlight=False)
+        console.print(f"head hash: {report.head_hash}", highlight=False)
+
+
+@audit_app.command("list")
+def list_(
+    key: Annotated[
+        str | None, typer.Option("--key", help="Only events about this api key.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only the last 30m, 1h, 2d, ...")
+    ] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the newest N.", min=1)] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List audit events (oldest first): time, actor, action, target, changed fields, IP."""
+    try:
+        since_ms = None if since is None else SystemClock().now_ms() - parse_since(since)
+    except ValueError as exc:
+        _fail(str(exc))
+    with _opened(db) as (service, _):
+        records = service.store.list_audit(
+            target=None if key is None else f"key:{key}", since_ms=since_ms, limit=limit
+        )
+    if as_json:
+        print_json([_record_json(r) for r in records])
+        return
+    print_table(
+        "audit trail",
+        ["id", "time", "actor", "action", "target", "changes", "ip"],
+        [
+            (
+                r.id,
+                iso_utc(r.event.at_ms),
+                r.event.actor,
+                r.event.action,
+                r.event.target,
+                _changes(r),
+                r.event.source_ip or "",
+            )
+            for r in records
+        ],
+        wrap=("changes", "target", "actor"),
+    )
+
+
+@audit_app.command("export")
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="Output format: jsonl.")] = "jsonl",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Write to FILE instead of stdout.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Export every audit row, one JSON object per line, with prevHash and rowHash."""
+    if fmt != "jsonl":
+        _fail(f"unknown --format {fmt!r}; supported: jsonl")
+    with _opened(db) as (service, _):
+        out = sys.stdout if output is None else output.open("w", encoding="utf-8")
+        try:
+            count = 0
+            for record in service.store.iter_audit():
+                out.write(json.dumps(_record_json(record), ensure_ascii=False) + "\n")
+                count += 1
+        finally:
+            if output is not None:
+                out.close()
+    if output is not None:
+        err_console.print(f"exported {count} audit rows to {output}", highlight=False)
+
+
+@maintenance_app.command("purge")
+def purge(
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            "--retention-days",
+            help="Keep this many days (default KEYPLANE_AUDIT_RETENTION_DAYS, 90).",
+            min=1,
+        ),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete audit rows and revoked keys older than the retention; the chain stays
+    verifiable (a signed checkpoint replaces the purged rows)."""
+    with _opened(db) as (service, settings):
+        days = retention_days or settings.audit_retention_days
+        if (
+            not yes
+            and sys.stdin.isatty()
+            and not typer.confirm(f"Purge audit rows and revoked keys older than {days} days?")
+        ):
+            raise typer.Exit(1)
+        result = service.purge(retention_days=days, actor=admin_actor())
+    through = 0 if result.checkpoint is None else result.checkpoint.through_id
+    if as_json:
+        print_json(
+            {"auditRows": result.audit_rows, "throughRow": through, "keys": list(result.keys)}
+        )
+        return
+    console.print(
+        f"Purged {result.audit_rows} audit rows"
+        + (f" (through row {through})" if through else "")
+        + f" and {len(result.keys)} revoked keys older than {days} days.",
+        highlight=False,
+    )
+    for api_key in result.keys:
+        console.print(f"  {api_key}", highlight=False)

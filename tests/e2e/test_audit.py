@@ -1,0 +1,144 @@
+"""The audit trail as an operator sees it: changes through the CLI and pybit, `keyplane audit`
+list/verify/export, tampering detected, purge keeping the chain verifiable, no secrets."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from pathlib import Path
+
+from pybit.unified_trading import HTTP
+
+from keyplane.clock import FrozenClock, SystemClock
+from keyplane.keys import DAY_MS, KeyEncryptionKey
+from keyplane.service import KeyService
+from keyplane.store import open_store
+
+from .conftest import Server
+from .test_cli import keyplane, keyplane_json
+
+
+def db_bytes(path: Path) -> bytes:
+    """The database file with its WAL and shared-memory files."""
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+class TestAuditTrail:
+    def test_cli_and_pybit_changes_are_listed_with_actor_and_fields(self, server: Server) -> None:
+        """CLI and /v5/user/update-api changes show up with actor, before/after and IP."""
+        env = {"KEYPLANE_KEK": server.kek_b64}
+        db = server.db_url
+        made = keyplane_json(
+            "keys", "create", "--uid", str(server.uid), "--permissions", "Spot:SpotTrade",
+            db=db, env=env,
+        )  # fmt: skip
+        keyplane_json("keys", "update", made["apiKey"], "--read-only", db=db, env=env)
+        keyplane_json("keys", "suspend", made["apiKey"], db=db, env=env)
+        master = HTTP(api_key=server.api_key, api_secret=server.secret, max_retries=1)
+        master.endpoint = server.url
+        assert master.modify_master_api_key(readOnly=0, ips="127.0.0.1")["retCode"] == 0
+
+        events = keyplane_json("audit", "list", db=db, env=env)
+        actions = [(e["action"], e["target"]) for e in events]
+        assert actions[-4:] == [
+            ("key.create", f"key:{made['apiKey']}"),
+            ("key.update", f"key:{made['apiKey']}"),
+            ("key.suspend", f"key:{made['apiKey']}"),
+            ("key.update", f"key:{server.api_key}"),
+        ]
+        create, update, suspend, remote = events[-4:]
+        assert create["actor"].startswith("admin:")
+        assert create["after"]["permissions"]["Spot"] == ["SpotTrade"]
+        assert (update["before"]["readOnly"], update["after"]["readOnly"]) == (0, 1)
+        assert (suspend["before"], suspend["after"]) == (
+            {"status": "active"},
+            {"status": "suspended"},
+        )
+        assert remote["actor"] == f"key:{server.api_key}"
+        assert remote["sourceIp"] == "127.0.0.1"
+        assert (remote["before"]["ips"], remote["after"]["ips"]) == (["*"], ["127.0.0.1"])
+
+        mine = keyplane_json(
+            "audit", "list", "--key", made["apiKey"], "--since", "1h", db=db, env=env
+        )
+        assert [e["action"] for e in mine] == ["key.create", "key.update", "key.suspend"]
+        verified = keyplane("audit", "verify", db=db, env=env)
+        assert verified.returncode == 0, verified.stderr
+        assert f"chain intact: {len(events)} rows" in verified.stdout
+
+        exported = keyplane("audit", "export", "--format", "jsonl", db=db, env=env)
+        lines = [json.loads(line) for line in exported.stdout.splitlines()]
+        assert [line["rowHash"] for line in lines] == [e["rowHash"] for e in events]
+        table = keyplane("audit", "list", db=db, env=env).stdout
+        raw_kek = base64.b64decode(server.kek_b64)
+        for text in (exported.stdout, table, verified.stdout, json.dumps(events)):
+            for secret in (server.secret, made["secret"], server.kek_b64):
+                assert secret not in text
+        raw = db_bytes(server.db_path)
+        for secret in (
+            server.secret.encode(),
+            made["secret"].encode(),
+            raw_kek,
+            server.kek_b64.encode(),
+        ):
+            assert secret not in raw
+
+    def test_an_edited_row_and_a_deleted_row_are_named(self, tmp_path: Path) -> None:
+        """Editing one row with SQL makes verify exit 1 naming it; so does deleting one."""
+        path = tmp_path / "k.db"
+        db = f"sqlite:///{path}"
+        first = keyplane_json("init", db=db)
+        for label in ("a", "b", "c"):
+            keyplane_json("keys", "update", first["apiKey"], "--label", label, db=db)
+        assert keyplane("audit", "verify", db=db).returncode == 0
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "UPDATE audit_log SET after_json = ? WHERE id = 4", ('{"note":"nothing to see"}',)
+            )
+        result = keyplane("audit", "verify", db=db)
+        assert result.returncode == 1
+        assert "row 4" in result.stderr
+        assert "edited" in result.stderr
+        document = json.loads(keyplane("audit", "verify", "--json", db=db).stdout)
+        assert (document["intact"], document["brokenRow"]) == (False, 4)
+
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM audit_log WHERE id = 2")
+        result = keyplane("audit", "verify", db=db)
+        assert result.returncode == 1
+        assert "row 2 missing" in result.stderr
+
+    def test_purge_removes_old_rows_and_keys_and_verify_stays_green(self, tmp_path: Path) -> None:
+        """Rows and revoked keys older than the retention go; the rest still verifies."""
+        path = tmp_path / "k.db"
+        db = f"sqlite:///{path}"
+        kek = KeyEncryptionKey.generate()
+        env = {"KEYPLANE_KEK": kek.to_base64().reveal()}
+        store = open_store(db)
+        past = KeyService(store, kek, FrozenClock(SystemClock().now_ms() - 100 * DAY_MS))
+        account = past.create_account()
+        old = past.create_key(account.uid).key.api_key
+        past.revoke_key(old)
+        store.close()
+        fresh = keyplane_json("keys", "create", "--uid", str(account.uid), db=db, env=env)
+        assert keyplane("audit", "verify", db=db, env=env).returncode == 0
+
+        purged = keyplane_json("maintenance", "purge", db=db, env=env)
+        assert purged == {"auditRows": 3, "throughRow": 3, "keys": [old]}
+        verified = keyplane("audit", "verify", db=db, env=env)
+        assert verified.returncode == 0, verified.stderr
+        assert "chain intact: 2 rows (checkpoint at row 3)" in verified.stdout
+        events = keyplane_json("audit", "list", db=db, env=env)
+        assert [(e["id"], e["action"]) for e in events] == [
+            (4, "key.create"),
+            (5, "maintenance.purge"),
+        ]
+        listed = {k["apiKey"] for k in keyplane_json("keys", "list", db=db, env=env)}
+        assert listed == {fresh["apiKey"]}
+
+        with sqlite3.connect(path) as conn:  # a forged checkpoint hiding row 4
+            conn.execute("UPDATE audit_checkpoint SET through_id = 4")
+        result = keyplane("audit", "verify", db=db, env=env)
+        assert result.returncode == 1
+        assert "signature" in result.stderr
