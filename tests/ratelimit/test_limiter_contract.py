@@ -278,6 +278,40 @@ class TestRedisNodes:
             await node.hit(bucket, Rate(10), NOW + i)
         assert node.round_trips - before == 25
 
+    async def test_concurrent_hits_share_round_trips_and_decide_alike(
+        self, redis_nodes: Callable[[], RedisRateLimiter]
+    ) -> None:
+        """100 hits at once from one node travel in a few pipelined round trips (never more
+        than one per hit), and decide exactly as gcra() in arrival order."""
+        node = redis_nodes()
+        await node.hit(new_bucket(), Rate(1), NOW)
+        before = node.round_trips
+        bucket, rate = new_bucket(), Rate(30)
+        decisions = await asyncio.gather(*(node.hit(bucket, rate, NOW) for _ in range(100)))
+        trips = node.round_trips - before
+        assert 1 <= trips < 100
+        expected, tat = [], None
+        for _ in range(100):
+            decision, new_tat = gcra(tat, rate, NOW)
+            tat = new_tat if new_tat is not None else tat
+            expected.append(decision)
+        assert list(decisions) == expected
+
+    async def test_lost_script_inside_a_batch_is_reloaded(self, private_redis: RedisServer) -> None:
+        """After SCRIPT FLUSH, a batch of concurrent hits still decides: one EVALSHA pipeline
+        answered NOSCRIPT, one EVAL pipeline for the same hits."""
+        node = RedisRateLimiter.from_url(private_redis.url)
+        admin = aioredis.from_url(private_redis.url)
+        try:
+            await node.hit(new_bucket(), Rate(1), NOW)
+            await admin.script_flush()
+            bucket, rate = new_bucket(), Rate(5)
+            decisions = await asyncio.gather(*(node.hit(bucket, rate, NOW) for _ in range(8)))
+            assert [d.allowed for d in decisions] == [True] * 5 + [False] * 3
+        finally:
+            await node.close()
+            await admin.aclose()
+
     async def test_one_command_per_hit_on_the_server(self, private_redis: RedisServer) -> None:
         """Redis itself sees one EVALSHA per hit and no other client command."""
         node = RedisRateLimiter.from_url(private_redis.url)

@@ -65,37 +65,37 @@ def parse_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> AuthHeader
     """Pick and check the X-BAPI-* headers from ASGI (lowercase name, value) pairs.
 
     Raises InvalidApiKeyError (10003) when X-BAPI-API-KEY is missing or empty;
-    ParameterError (10001) when a header is duplicated, non-ASCII, missing (timestamp, sign)
-    or not a number (timestamp, recv_window).
+    ParameterError (10001) when a header is duplicated, non-ASCII, over 1024 bytes, missing
+    (timestamp, sign) or not a number (timestamp, recv_window).
     """
-    text: dict[bytes, str] = {}
+    raw: dict[bytes, bytes] = {}
     for name, value in raw_headers:
         if name in _WANTED:
-            if name in text:
+            if name in raw:
                 raise ParameterError(f"duplicated header {name.decode()}")
-            text[name] = _decode(name, value)
-    api_key = text.get(_API_KEY, "")
+            raw[name] = value
+    api_key = _decode(_API_KEY, raw[_API_KEY]) if _API_KEY in raw else ""
     if not api_key:
         raise InvalidApiKeyError("API key is invalid. (missing X-BAPI-API-KEY header)")
-    timestamp_text = text.get(_TIMESTAMP, "")
+    timestamp_text = _decode(_TIMESTAMP, raw[_TIMESTAMP]) if _TIMESTAMP in raw else ""
     if not timestamp_text:
         raise ParameterError("missing X-BAPI-TIMESTAMP header")
-    signature = text.get(_SIGN, "")
+    signature = _decode(_SIGN, raw[_SIGN]) if _SIGN in raw else ""
     if not signature:
         raise ParameterError("missing X-BAPI-SIGN header")
-    recv_window_text = text.get(_RECV_WINDOW, "")
+    recv_window_text = _decode(_RECV_WINDOW, raw[_RECV_WINDOW]) if _RECV_WINDOW in raw else ""
     recv_window_ms = (
         _as_int("X-BAPI-RECV-WINDOW", recv_window_text)
         if recv_window_text
         else DEFAULT_RECV_WINDOW_MS
     )
     return AuthHeaders(
-        api_key=api_key,
-        timestamp_text=timestamp_text,
-        timestamp_ms=_as_int("X-BAPI-TIMESTAMP", timestamp_text),
-        signature=signature,
-        recv_window_text=recv_window_text,
-        recv_window_ms=recv_window_ms,
+        api_key,
+        timestamp_text,
+        _as_int("X-BAPI-TIMESTAMP", timestamp_text),
+        signature,
+        recv_window_text,
+        recv_window_ms,
     )
 
 

@@ -142,7 +142,11 @@ def authenticate(
         raise InvalidApiKeyError()
     check_timestamp(headers, now_ms)
     prefix = string_to_sign(headers.timestamp_text, headers.api_key, headers.recv_window_text, b"")
-    if not any(entry.verifier.verify(prefix + p, headers.signature) for p in payloads):
+    verify, signature = entry.verifier.verify, headers.signature
+    for payload in payloads:
+        if verify(prefix + payload, signature):
+            break
+    else:
         raise SignatureMismatchError()
     return check_key_state(entry, client_ip=client_ip, now_ms=now_ms)
 

@@ -177,6 +177,7 @@ def create_app(
                 last_used=last_used,
                 limits=limits,
                 auth_outcomes=metrics.auth_outcomes,
+                upstream_limit_headers=gateway is not None,
                 max_body_bytes=settings.max_body_bytes,
                 trusted_proxies=settings.trusted_proxies,
             )

@@ -19,7 +19,7 @@ from keyplane.auth.context import AuthContext
 from keyplane.errors import KeyplaneError, RateLimitedError
 from keyplane.http.errors import IpRateLimitedError
 from keyplane.policy import RoutePolicy
-from keyplane.ratelimit import Decision, Rate, RateLimiter
+from keyplane.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter
 
 __all__ = ["DEFAULT_IP_RATE", "RequestLimits", "limit_headers"]
 
@@ -56,6 +56,9 @@ class RequestLimits:
     def __post_init__(self) -> None:
         self.decisions: Counter[str] = Counter()
         self._banned_until: dict[str, int] = {}
+        # the in-process limiter decides synchronously and cannot fail: skip the coroutine
+        limiter = self.limiter
+        self._decide_now = limiter.decide if isinstance(limiter, MemoryRateLimiter) else None
 
     async def check_ip(self, client_ip: str, now_ms: int) -> None:
         """Raise IpRateLimitedError (HTTP 403) for a flooding or banned IP."""
@@ -104,6 +107,8 @@ class RequestLimits:
         return decision
 
     async def _hit(self, bucket: str, rate: Rate, now_ms: int, *, write: bool) -> Decision | None:
+        if self._decide_now is not None:
+            return self._decide_now(bucket, rate, now_ms)
         try:
             return await self.limiter.hit(bucket, rate, now_ms)
         except Exception as exc:  # backend down: the configured, counted choice

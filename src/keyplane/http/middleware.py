@@ -93,6 +93,7 @@ class AuthMiddleware:
         max_body_bytes: int,
         trusted_proxies: Sequence[str] = (),
         auth_outcomes: Counter[int] | None = None,
+        upstream_limit_headers: bool = False,
     ) -> None:
         self.app = app
         self.cache = cache
@@ -102,6 +103,8 @@ class AuthMiddleware:
         self.max_body_bytes = max_body_bytes
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.auth_outcomes: Counter[int] = Counter() if auth_outcomes is None else auth_outcomes
+        # gateway mode: a response may already carry the upstream's X-Bapi-Limit* (they win)
+        self.upstream_limit_headers = upstream_limit_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _PASS_THROUGH:
@@ -115,7 +118,9 @@ class AuthMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 # the app's own X-Bapi-Limit* win (gateway mode, kind bybit: the upstream's)
-                if decision is not None and not _has_limit_headers(message["headers"]):
+                if decision is not None and not (
+                    self.upstream_limit_headers and _has_limit_headers(message["headers"])
+                ):
                     message = {
                         **message,
                         "headers": [*message["headers"], *limit_headers(decision)],
@@ -137,7 +142,8 @@ class AuthMiddleware:
         """Check the request; returns the receive() for the app and the key's limit decision."""
         method, path = scope["method"], scope["path"]
         client_ip = client_ip_of(scope, self.trusted)
-        await self.limits.check_ip(client_ip, self.clock.now_ms())
+        if self.limits.ip_rate is not None:
+            await self.limits.check_ip(client_ip, self.clock.now_ms())
         if method not in ("GET", "POST"):
             raise MethodNotAllowedError()
         policy = find_route(method, path)

@@ -18,6 +18,11 @@ class MemoryRateLimiter:
 
     async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
         """Count one request (see keyplane.ratelimit.protocol.gcra)."""
+        return self.decide(bucket, rate, now_ms)
+
+    def decide(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
+        """hit() without the coroutine: the in-process limiter never waits and never fails, so
+        the request path calls this directly (keyplane.http.limits)."""
         decision, new_tat = gcra(self._tat.get(bucket), rate, now_ms)
         if new_tat is not None:
             self._tat[bucket] = new_tat
