@@ -16,7 +16,14 @@ from tests.e2e.conftest import Server
 
 class LocalWebSocket(WebSocket):
     """pybit's WebSocket pointed at a local server: pybit formats its wss:// template in
-    `_connect(url)`, so the override hands it the local URL instead (reconnects included)."""
+    `_connect(url)`, so the override hands it the local URL instead (reconnects included).
+
+    pybit 5.17's subscribe() sends the frame and only then records its req_id; on loopback the
+    reply can arrive in between, pybit's receive thread raises KeyError on the unknown req_id,
+    drops the connection and the next subscribe() waits forever for it. Over a real network
+    the reply never wins that race. The override records first, then sends the very frame
+    pybit builds (nothing on the wire changes).
+    """
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         self._local_url = url
@@ -25,6 +32,18 @@ class LocalWebSocket(WebSocket):
 
     def _connect(self, url: str) -> None:
         super()._connect(self._local_url)
+
+    def subscribe(self, topic: Any, callback: Any, symbol: Any = False) -> None:
+        while not self.is_connected():
+            time.sleep(0.05)
+        send = self.ws.send
+        frames: list[str] = []
+        self.ws.send = frames.append  # capture pybit's frame instead of sending it
+        try:
+            super().subscribe(topic, callback, symbol)
+        finally:
+            self.ws.send = send
+        send(frames[0])  # the req_id is recorded by now
 
 
 class LocalWebSocketTrading(WebSocketTrading):
