@@ -170,7 +170,7 @@ class TestCredentialChanges:
                     upstream_message(upstream.seen[-1], b""),
                     upstream.seen[-1].header("x-bapi-sign") or "",
                 )
-                assert clear_upstream_credentials(other)
+                assert clear_upstream_credentials(other, now_ms=int(time.time() * 1000))
                 deadline = time.monotonic() + 1.0
                 while True:
                     reply = signed_get(gw.url, "/v5/account/info", "", api_key, secret)

@@ -181,6 +181,9 @@ class TestUpstreamFailures:
             )
             public = httpx.get(f"{gw.url}/v5/market/time")
             local = signed_get(gw.url, "/v5/user/query-api", "", gw.api_key, gw.secret)
+            metrics = httpx.get(f"{gw.url}/metrics").text
+        assert "keyplane_gateway_upstream_requests_total 2.0" in metrics
+        assert "keyplane_gateway_upstream_failures_total 2.0" in metrics
         assert reply.status_code == 200
         assert envelope(reply)["retCode"] == 10016
         assert envelope(reply)["retMsg"] == "Server error: upstream unavailable."

@@ -147,3 +147,30 @@ class TestCredentials:
             )
         assert "SECRETVALUE" not in str(info.value)
         assert info.value.ret_code == 10001
+
+
+def test_setting_and_clearing_upstream_credentials_is_audited() -> None:
+    """upstream.set (with the previous api key on a replace) and upstream.clear land in the
+    audit chain with the api key and type, never the secret; clearing nothing writes nothing."""
+    from keyplane.gateway.credentials import clear_upstream_credentials, save_upstream_credentials
+    from keyplane.keys import KeyEncryptionKey
+    from keyplane.secret import Secret
+    from keyplane.store import MemoryStore
+
+    store, kek = MemoryStore(), KeyEncryptionKey.generate()
+    for api_key in ("EXCHANGEKEY0000001", "EXCHANGEKEY0000002"):
+        save_upstream_credentials(
+            store, kek, api_key=api_key, secret=Secret("s" * 36), key_type="hmac",
+            now_ms=1_700_000_000_000, actor="admin:alice",
+        )
+    assert clear_upstream_credentials(store, now_ms=1_700_000_000_001, actor="admin:bob")
+    assert not clear_upstream_credentials(store, now_ms=1_700_000_000_002)
+    records = store.list_audit(target="upstream:default")
+    assert [(r.event.action, r.event.actor) for r in records] == [
+        ("upstream.set", "admin:alice"),
+        ("upstream.set", "admin:alice"),
+        ("upstream.clear", "admin:bob"),
+    ]
+    assert records[1].event.before == {"apiKey": "EXCHANGEKEY0000001", "keyType": "hmac"}
+    assert records[1].event.after == {"apiKey": "EXCHANGEKEY0000002", "keyType": "hmac"}
+    assert "s" * 36 not in repr([r.to_json() for r in records])

@@ -20,6 +20,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from keyplane.cli.audit import admin_actor
 from keyplane.cli.output import console, err_console, print_json, print_kv
 from keyplane.clock import SystemClock
 from keyplane.errors import KeyplaneError
@@ -133,6 +134,7 @@ def set_credentials(
             secret=secret,
             key_type=key_type,
             now_ms=SystemClock().now_ms(),
+            actor=admin_actor(),
         )
     if as_json:
         print_json(_document(record))
@@ -180,7 +182,9 @@ def clear(
     if not yes and sys.stdin.isatty() and not typer.confirm("Delete the upstream credentials?"):
         raise typer.Exit(1)
     with _opened(db) as (store, _):
-        cleared = clear_upstream_credentials(store)
+        cleared = clear_upstream_credentials(
+            store, now_ms=SystemClock().now_ms(), actor=admin_actor()
+        )
     if as_json:
         print_json({"cleared": cleared})
         return

@@ -19,6 +19,7 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from keyplane.audit import AuditAction, AuditEvent
 from keyplane.errors import ParameterError
 from keyplane.keys.encryption import KeyEncryptionKey
 from keyplane.secret import Secret
@@ -148,12 +149,15 @@ def save_upstream_credentials(
     key_type: KeyType,
     now_ms: int,
     name: str = DEFAULT_UPSTREAM,
+    actor: str = "admin:cli",
 ) -> UpstreamCredentialsRecord:
     """Validate, encrypt under the KEK and store the credentials (replacing earlier ones).
 
     secret: the HMAC secret (key_type "hmac") or the PEM RSA private key ("rsa"). now_ms: int,
-    ms since epoch. Bumps the store revision, so running gateways re-read within one poll.
-    Raises ParameterError (10001) for a malformed api key, secret or PEM (never echoing it).
+    ms since epoch. Bumps the store revision, so running gateways re-read within one poll, and
+    writes an "upstream.set" audit event (api key and type, never the secret) in the same
+    transaction. Raises ParameterError (10001) for a malformed api key, secret or PEM (never
+    echoing it).
     """
     api_key = _check_api_key(api_key)
     clean = _check_secret(secret, key_type)
@@ -164,7 +168,16 @@ def save_upstream_credentials(
         secret_ciphertext=kek.encrypt(clean, associated=_associated(name, api_key)),
         set_at_ms=now_ms,
     )
-    store.set_upstream_credentials(record)
+    previous = store.find_upstream_credentials(name)
+    event = AuditEvent(
+        at_ms=now_ms,
+        actor=actor,
+        action=AuditAction.UPSTREAM_SET,
+        target=f"upstream:{name}",
+        before={"apiKey": previous.api_key, "keyType": previous.key_type} if previous else {},
+        after={"apiKey": api_key, "keyType": key_type},
+    )
+    store.set_upstream_credentials(record, audit=(event,))
     return record
 
 
@@ -187,7 +200,20 @@ def load_upstream_credentials(
     )
 
 
-def clear_upstream_credentials(store: Store, name: str = DEFAULT_UPSTREAM) -> bool:
+def clear_upstream_credentials(
+    store: Store, name: str = DEFAULT_UPSTREAM, *, now_ms: int, actor: str = "admin:cli"
+) -> bool:
     """Delete the stored credentials; True when there were some (running gateways then answer
-    10016 "upstream credentials not set" on private routes)."""
-    return store.delete_upstream_credentials(name)
+    10016 "upstream credentials not set" on private routes). Writes an "upstream.clear" audit
+    event (now_ms: int, ms since epoch) in the same transaction when there were some."""
+    previous = store.find_upstream_credentials(name)
+    if previous is None:
+        return False
+    event = AuditEvent(
+        at_ms=now_ms,
+        actor=actor,
+        action=AuditAction.UPSTREAM_CLEAR,
+        target=f"upstream:{name}",
+        before={"apiKey": previous.api_key, "keyType": previous.key_type},
+    )
+    return store.delete_upstream_credentials(name, audit=(event,))

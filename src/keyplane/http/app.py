@@ -122,6 +122,8 @@ def create_app(
         cache.add_invalidation_listener(gateway.mark_stale)
     last_used = LastUsedRecorder()
     metrics = Metrics()
+    if gateway is not None:
+        metrics.watch_gateway(lambda: (gateway.requests, gateway.failures))
     limits = RequestLimits(
         limiter or _limiter_for(settings),
         ip_rate=settings.ip_rate(),

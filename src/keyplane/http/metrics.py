@@ -12,6 +12,7 @@ Series (all counters are totals since the process started):
 - keyplane_revocation_propagation_seconds: histogram, commit of a key change on any node ->
   this node dropping its cache (PostgreSQL LISTEN/NOTIFY; wall clocks, so same-host accurate).
 - keyplane_ratelimit_backend_round_trips_total: commands sent to Redis (target: 1 a decision).
+- keyplane_gateway_upstream_requests_total / _failures_total: gateway mode only.
 - keyplane_websocket_connections: gauge of open private WebSocket connections.
 """
 
@@ -52,6 +53,7 @@ class Metrics:
         self._cache_stats: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
         self._ws_connections: Callable[[], int] = lambda: 0
         self._round_trips: Callable[[], int] | None = None
+        self._gateway: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_Collector(self))
 
     def watch_limiter(self, decisions: Counter[str]) -> None:
@@ -65,6 +67,10 @@ class Metrics:
     def watch_round_trips(self, count: Callable[[], int]) -> None:
         """count() -> commands sent to the limiter backend (Redis) so far."""
         self._round_trips = count
+
+    def watch_gateway(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """counts() -> (requests forwarded upstream, of which failed with 10016)."""
+        self._gateway = counts
 
     def watch_websockets(self, count: Callable[[], int]) -> None:
         """count() -> open private WebSocket connections."""
@@ -117,6 +123,18 @@ class _Collector(Collector):
                 "keyplane_ratelimit_backend_round_trips",
                 "Commands sent to the rate-limit backend (Redis): one per decision.",
                 value=self._m._round_trips(),
+            )
+        if self._m._gateway is not None:
+            forwarded, failed = self._m._gateway()
+            yield CounterMetricFamily(
+                "keyplane_gateway_upstream_requests",
+                "Requests forwarded to the upstream (gateway mode).",
+                value=forwarded,
+            )
+            yield CounterMetricFamily(
+                "keyplane_gateway_upstream_failures",
+                "Forwarded requests answered 10016: upstream down, timed out or garbage.",
+                value=failed,
             )
         yield GaugeMetricFamily(
             "keyplane_websocket_connections",
