@@ -11,7 +11,8 @@ Series (all counters are totals since the process started):
 - keyplane_key_cache_lookups_total{result}: hit, miss. keyplane_key_cache_invalidations_total.
 - keyplane_revocation_propagation_seconds: histogram, commit of a key change on any node ->
   this node dropping its cache (PostgreSQL LISTEN/NOTIFY; wall clocks, so same-host accurate).
-- keyplane_ratelimit_backend_round_trips_total: commands sent to Redis (target: 1 a decision).
+- keyplane_ratelimit_backend_round_trips_total: round trips to Redis (at most one a decision;
+  concurrent decisions share one pipelined round trip).
 - keyplane_gateway_upstream_requests_total / _failures_total: gateway mode only.
 - keyplane_websocket_connections: gauge of open private WebSocket connections.
 """
@@ -65,7 +66,7 @@ class Metrics:
         self._cache_stats = stats
 
     def watch_round_trips(self, count: Callable[[], int]) -> None:
-        """count() -> commands sent to the limiter backend (Redis) so far."""
+        """count() -> round trips to the limiter backend (Redis) so far."""
         self._round_trips = count
 
     def watch_gateway(self, counts: Callable[[], tuple[int, int]]) -> None:
@@ -121,7 +122,7 @@ class _Collector(Collector):
         if self._m._round_trips is not None:
             yield CounterMetricFamily(
                 "keyplane_ratelimit_backend_round_trips",
-                "Commands sent to the rate-limit backend (Redis): one per decision.",
+                "Round trips to the rate-limit backend (Redis): at most one per decision.",
                 value=self._m._round_trips(),
             )
         if self._m._gateway is not None:
