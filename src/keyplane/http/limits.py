@@ -78,6 +78,11 @@ class RequestLimits:
             self.decisions["ip_limited"] += 1
             raise IpRateLimitedError(reset_at_ms=until, limit=decision.limit)
 
+    @property
+    def in_process(self) -> bool:
+        """True when key budgets are decided in this process (check_key_now may be used)."""
+        return self._decide_now is not None
+
     async def check_key(
         self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int
     ) -> Decision | None:
@@ -88,16 +93,25 @@ class RequestLimits:
         route has no budget or the backend failed open. Raises RateLimitedError (10006) over
         budget, KeyplaneError (10016) when the backend failed and the route fails closed.
         """
-        rate = policy.rate_for(category)
-        if rate is None:
+        budget = _budget(caller, policy, category)
+        if budget is None:
             return None
-        override = caller.key.rate_limits.lookup(
-            policy.path, category
-        ) or caller.account.rate_limits.lookup(policy.path, category)
-        if override is not None:
-            rate = Rate(override, rate.window_ms)
-        bucket = f"key:{caller.key.id}:{policy.path}:{category or ''}"
-        decision = await self._hit(bucket, rate, now_ms, write=policy.write)
+        bucket, rate = budget
+        return self._counted(await self._hit(bucket, rate, now_ms, write=policy.write))
+
+    def check_key_now(
+        self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int
+    ) -> Decision | None:
+        """check_key() without a coroutine, for the in-process limiter only (see in_process):
+        the request path's common case. Same result and errors as check_key()."""
+        assert self._decide_now is not None, "check_key_now needs the in-process limiter"
+        budget = _budget(caller, policy, category)
+        if budget is None:
+            return None
+        bucket, rate = budget
+        return self._counted(self._decide_now(bucket, rate, now_ms))
+
+    def _counted(self, decision: Decision | None) -> Decision | None:
         if decision is None:
             return None
         if not decision.allowed:
@@ -119,3 +133,19 @@ class RequestLimits:
             if fail_open:
                 return None
             raise KeyplaneError("Server error: rate limiter unavailable.") from exc
+
+
+def _budget(
+    caller: AuthContext, policy: RoutePolicy, category: str | None
+) -> tuple[str, Rate] | None:
+    """(bucket, rate) of this request: the route's default budget with the key's override, else
+    the account's; None when the route has no budget."""
+    rate = policy.rate_for(category)
+    if rate is None:
+        return None
+    override = caller.key.rate_limits.lookup(policy.path, category)
+    if override is None:
+        override = caller.account.rate_limits.lookup(policy.path, category)
+    if override is not None:
+        rate = Rate(override, rate.window_ms)
+    return f"key:{caller.key.id}:{policy.path}:{category or ''}", rate

@@ -29,7 +29,7 @@ from keyplane.http.envelope import envelope_bytes
 from keyplane.http.errors import BodyTooLargeError, MethodNotAllowedError, http_status_for
 from keyplane.http.limits import RequestLimits, limit_headers
 from keyplane.http.usage import LastUsedRecorder
-from keyplane.policy import RoutePolicy, find_route
+from keyplane.policy import find_route
 from keyplane.ratelimit import Decision
 
 __all__ = ["AuthMiddleware", "client_ip_of"]
@@ -140,53 +140,48 @@ class AuthMiddleware:
 
     async def _admit(self, scope: Scope, receive: Receive) -> tuple[Receive, Decision | None]:
         """Check the request; returns the receive() for the app and the key's limit decision."""
-        method, path = scope["method"], scope["path"]
+        method = scope["method"]
         client_ip = client_ip_of(scope, self.trusted)
-        if self.limits.ip_rate is not None:
-            await self.limits.check_ip(client_ip, self.clock.now_ms())
+        limits = self.limits
+        if limits.ip_rate is not None:
+            await limits.check_ip(client_ip, self.clock.now_ms())
         if method not in ("GET", "POST"):
             raise MethodNotAllowedError()
-        policy = find_route(method, path)
+        policy = find_route(method, scope["path"])
         if policy is None:
             raise RouteNotFoundError()
         read = await self._read_body(scope, receive)
         body = read or b""
         raw_query: bytes = scope.get("query_string", b"")
-        if not policy.public:
+        decision: Decision | None = None
+        if policy.public:
+            params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
+        else:
             try:
-                params, decision = await self._authenticate(
-                    scope, policy, client_ip, raw_query, body
-                )
+                headers = parse_auth_headers(scope["headers"])
+                found, entry = self.cache.peek(headers.api_key)
+                if not found:
+                    entry = await anyio.to_thread.run_sync(self.cache.load, headers.api_key)
+                get = method == "GET"
+                payloads = query_sign_candidates(raw_query) if get else (body,)
+                now = self.clock.now_ms()
+                context = authenticate(headers, payloads, entry, client_ip=client_ip, now_ms=now)
+                params = parse_query(raw_query) if get else _parse_json_body(body)
+                raw_category = params.get("category")
+                category = raw_category if isinstance(raw_category, str) else None
+                authorize(context, policy, category)
+                if limits.in_process:
+                    decision = limits.check_key_now(context, policy, category, now)
+                else:
+                    decision = await limits.check_key(context, policy, category, now)
             except KeyplaneError as exc:
                 self.auth_outcomes[exc.ret_code] += 1
                 raise
             self.auth_outcomes[0] += 1
-        else:
-            decision = None
-            params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
+            self.last_used.mark(context.key.id, now)
+            scope[AUTH_SCOPE_KEY] = context
         scope[PARAMS_SCOPE_KEY] = params
         return (receive if read is None else _replay(read, receive)), decision
-
-    async def _authenticate(
-        self, scope: Scope, policy: RoutePolicy, client_ip: str, raw_query: bytes, body: bytes
-    ) -> tuple[dict[str, Any], Decision | None]:
-        """Pipeline + limits for a private route; puts the AuthContext into the scope."""
-        method = scope["method"]
-        headers = parse_auth_headers(scope["headers"])
-        found, entry = self.cache.peek(headers.api_key)
-        if not found:
-            entry = await anyio.to_thread.run_sync(self.cache.load, headers.api_key)
-        payloads = query_sign_candidates(raw_query) if method == "GET" else (body,)
-        now = self.clock.now_ms()
-        context = authenticate(headers, payloads, entry, client_ip=client_ip, now_ms=now)
-        params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
-        raw_category = params.get("category")
-        category = raw_category if isinstance(raw_category, str) else None
-        authorize(context, policy, category)
-        decision = await self.limits.check_key(context, policy, category, now)
-        self.last_used.mark(context.key.id, now)
-        scope[AUTH_SCOPE_KEY] = context
-        return params, decision
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, capped at max_body_bytes; None when the request declares none.
