@@ -20,6 +20,7 @@ from keyplane.store.protocol import (
     PurgeResult,
     UpstreamCredentialsRecord,
 )
+from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
 
 __all__ = ["FIRST_UID", "MAX_API_KEY_LENGTH", "MemoryStore"]
 
@@ -41,6 +42,8 @@ class MemoryStore:
         self._revision = 0
         self._audit: list[AuditRecord] = []
         self._checkpoints: list[AuditCheckpoint] = []
+        self._usage: list[UsageEvent] = []
+        self._usage_ids: set[str] = set()
 
     def create_account(
         self,
@@ -306,6 +309,44 @@ class MemoryStore:
         self._audit.extend(stored)
         return stored
 
+    def append_usage(self, rows: Sequence[UsageEvent]) -> int:
+        """Store rows whose row_id is new; returns how many. Raises ValueError on an empty
+        row_id (then nothing is stored)."""
+        check_usage_rows(rows)
+        with self._lock:
+            added = 0
+            for row in rows:
+                if row.row_id not in self._usage_ids:
+                    self._usage_ids.add(row.row_id)
+                    self._usage.append(row)
+                    added += 1
+            return added
+
+    def usage_summary(
+        self, *, api_key: str | None = None, since_ms: int | None = None, by: UsageBy = "endpoint"
+    ) -> Sequence[UsageSummaryRow]:
+        """Rows grouped by endpoint or status (see Store.usage_summary)."""
+        check_usage_by(by)
+        groups: dict[str, list[UsageEvent]] = {}
+        with self._lock:
+            for row in self._usage:
+                if api_key is not None and row.api_key != api_key:
+                    continue
+                if since_ms is not None and row.at_ms < since_ms:
+                    continue
+                groups.setdefault(usage_group(row, by), []).append(row)
+        summary = [
+            UsageSummaryRow(
+                group=group,
+                requests=len(rows),
+                errors=sum(1 for r in rows if is_usage_error(r.http_status, r.ret_code)),
+                avg_latency_us=sum(r.latency_us for r in rows) // len(rows),
+                max_latency_us=max(r.latency_us for r in rows),
+            )
+            for group, rows in groups.items()
+        ]
+        return sort_summary(summary)
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key, account or upstream-credentials change; 0 for a
         new store."""
@@ -336,3 +377,33 @@ def _later(a: int | None, b: int | None) -> int | None:
     if b is None:
         return a
     return max(a, b)
+
+
+def check_usage_rows(rows: Sequence[UsageEvent]) -> None:
+    """Raise ValueError when a usage row has no row_id (shared by every store)."""
+    for row in rows:
+        if not row.row_id:
+            raise ValueError("usage rows need a row_id (assigned by the usage writer)")
+
+
+def check_usage_by(by: str) -> None:
+    """Raise ValueError unless by is "endpoint" or "status"."""
+    if by not in ("endpoint", "status"):
+        raise ValueError(f"usage summary groups by endpoint or status, not {by!r}")
+
+
+def usage_group(row: UsageEvent, by: UsageBy) -> str:
+    """The summary group of a row: "METHOD /path" or "<http status>/<retCode>"."""
+    if by == "endpoint":
+        return f"{row.method} {row.path}"
+    return f"{row.http_status}/{row.ret_code}"
+
+
+def is_usage_error(http_status: int, ret_code: int) -> bool:
+    """A usage row counts as an error when retCode != 0 or the HTTP status is >= 400."""
+    return ret_code != 0 or http_status >= 400
+
+
+def sort_summary(rows: Sequence[UsageSummaryRow]) -> list[UsageSummaryRow]:
+    """Most requests first, then by group name."""
+    return sorted(rows, key=lambda r: (-r.requests, r.group))

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from keyplane.audit.chain import AuditCheckpoint
 from keyplane.audit.events import AuditEvent, AuditRecord
 from keyplane.keys.model import Account, ApiKey
+from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
 
 __all__ = [
     "DEFAULT_UPSTREAM",
@@ -185,6 +186,22 @@ class Store(Protocol):
         Raises ValueError when the checkpoint does not name a stored row with that row_hash, or
         does not lie beyond the current checkpoint.
         """
+        ...
+
+    def append_usage(self, rows: Sequence[UsageEvent]) -> int:
+        """Store usage rows in one transaction; returns how many were new.
+
+        Rows whose row_id is already stored are skipped (a replayed spill file is idempotent).
+        Does not bump the revision. Raises ValueError for a row with an empty row_id.
+        """
+        ...
+
+    def usage_summary(
+        self, *, api_key: str | None = None, since_ms: int | None = None, by: UsageBy = "endpoint"
+    ) -> Sequence[UsageSummaryRow]:
+        """Usage rows grouped by endpoint ("GET /v5/...") or status ("<http>/<retCode>"),
+        optionally of one api_key and with at_ms >= since_ms (ms); most requests first, then by
+        group. Raises ValueError for another `by`."""
         ...
 
     def revision(self) -> int:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "metadata",
     "store_meta",
     "upstream_credentials",
+    "usage_log",
 ]
 
 #: constraint names are deterministic so migrations can refer to them on every backend.
@@ -128,4 +130,28 @@ audit_checkpoint = Table(
     Column("last_row_hash", String(64), nullable=False),
     Column("at_ms", BigInteger, nullable=False),
     Column("signature", String(64), nullable=False),
+)
+
+#: one row per request that named an api key (keyplane.usage): row_id is unique per row across
+#: nodes ("<node id>-<sequence>") so a replayed spill file never stores a row twice. at_ms is ms
+#: since epoch, latency_us µs inside keyplane, request/response_bytes body sizes in bytes.
+usage_log = Table(
+    "usage_log",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("row_id", String(64), nullable=False),
+    Column("at_ms", BigInteger, nullable=False, index=True),
+    Column("key_id", _Id, nullable=True, index=True),
+    Column("uid", _Id, nullable=True),
+    Column("api_key", String(64), nullable=False, index=True),
+    Column("method", String(8), nullable=False),
+    Column("path", String(255), nullable=False),
+    Column("http_status", Integer, nullable=False),
+    Column("ret_code", Integer, nullable=False),
+    Column("request_bytes", BigInteger, nullable=False),
+    Column("response_bytes", BigInteger, nullable=False),
+    Column("latency_us", BigInteger, nullable=False),
+    Column("client_ip", String(64), nullable=False),
+    Column("authenticated", Boolean, nullable=False),
+    UniqueConstraint("row_id"),
 )

@@ -43,7 +43,14 @@ from keyplane.keys.ips import IpAllowlist
 from keyplane.keys.limits import RateOverrides
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus, KeyType
 from keyplane.keys.permissions import Permissions
-from keyplane.store.memory import FIRST_UID, MAX_API_KEY_LENGTH, _check_checkpoint
+from keyplane.store.memory import (
+    FIRST_UID,
+    MAX_API_KEY_LENGTH,
+    _check_checkpoint,
+    check_usage_by,
+    check_usage_rows,
+    sort_summary,
+)
 from keyplane.store.protocol import (
     DEFAULT_UPSTREAM,
     AccountAudit,
@@ -58,7 +65,9 @@ from keyplane.store.schema import (
     audit_log,
     store_meta,
     upstream_credentials,
+    usage_log,
 )
+from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
 
 #: PostgreSQL LISTEN/NOTIFY channel carrying "<schema>:<revision>:<sent wall ms>" after writes.
 REVISION_CHANNEL = "keyplane_revision"
@@ -548,6 +557,53 @@ class SqlStore:
             _append_audit(conn, audit)
         return PurgeResult(purged_rows, keys, checkpoint)
 
+    def append_usage(self, rows: Sequence[UsageEvent]) -> int:
+        """Insert rows in one transaction (INSERT ... ON CONFLICT (row_id) DO NOTHING, sent as
+        multi-row VALUES pages); returns how many were new. No revision bump, no revision lock
+        (usage writes never wait on key changes). Raises ValueError on an empty row_id, and the
+        driver's error (sqlalchemy.exc.OperationalError, ...) when the database fails.
+        """
+        check_usage_rows(rows)
+        if not rows:
+            return 0
+        stmt = _insert_usage_ignoring_duplicates(self._engine.dialect.name)
+        with self._writer.begin() as conn:
+            result = conn.execute(stmt, [_usage_values(r) for r in rows])
+            return len(result.all())
+
+    def usage_summary(
+        self, *, api_key: str | None = None, since_ms: int | None = None, by: UsageBy = "endpoint"
+    ) -> Sequence[UsageSummaryRow]:
+        """One GROUP BY query (endpoint: method, path; status: http_status, ret_code)."""
+        check_usage_by(by)
+        t = usage_log
+        keys = [t.c.method, t.c.path] if by == "endpoint" else [t.c.http_status, t.c.ret_code]
+        error = case(((t.c.ret_code != 0) | (t.c.http_status >= 400), 1), else_=0)
+        query = select(
+            *keys,
+            func.count().label("requests"),
+            func.sum(error).label("errors"),
+            func.sum(t.c.latency_us).label("total_us"),
+            func.max(t.c.latency_us).label("max_us"),
+        ).group_by(*keys)
+        if api_key is not None:
+            query = query.where(t.c.api_key == api_key)
+        if since_ms is not None:
+            query = query.where(t.c.at_ms >= since_ms)
+        with self._engine.begin() as conn:
+            found = conn.execute(query).all()
+        summary = [
+            UsageSummaryRow(
+                group=f"{row[0]} {row[1]}" if by == "endpoint" else f"{row[0]}/{row[1]}",
+                requests=int(row.requests),
+                errors=int(row.errors or 0),
+                avg_latency_us=int(row.total_us or 0) // int(row.requests),
+                max_latency_us=int(row.max_us or 0),
+            )
+            for row in found
+        ]
+        return sort_summary(summary)
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key or account change; 0 for a new store."""
         with self._engine.begin() as conn:
@@ -648,6 +704,44 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("not a JSON object")
     return value
+
+
+def _insert_usage_ignoring_duplicates(dialect: str) -> Any:
+    """INSERT INTO usage_log ... ON CONFLICT (row_id) DO NOTHING RETURNING row_id."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(usage_log)
+            .on_conflict_do_nothing(index_elements=["row_id"])
+            .returning(usage_log.c.row_id)
+        )
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return (
+        sqlite_insert(usage_log)
+        .on_conflict_do_nothing(index_elements=["row_id"])
+        .returning(usage_log.c.row_id)
+    )
+
+
+def _usage_values(row: UsageEvent) -> dict[str, Any]:
+    return {
+        "row_id": row.row_id,
+        "at_ms": row.at_ms,
+        "key_id": row.key_id,
+        "uid": row.uid,
+        "api_key": row.api_key[:MAX_API_KEY_LENGTH],
+        "method": row.method[:8],
+        "path": row.path[:255],
+        "http_status": row.http_status,
+        "ret_code": row.ret_code,
+        "request_bytes": row.request_bytes,
+        "response_bytes": row.response_bytes,
+        "latency_us": row.latency_us,
+        "client_ip": row.client_ip[:64],
+        "authenticated": row.authenticated,
+    }
 
 
 def _forward(ms: int) -> ColumnElement[Any]:

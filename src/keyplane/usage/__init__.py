@@ -1,6 +1,10 @@
 """Usage: one record per authenticated request, the stream that audit queries, quotas and the
-anomaly rules read."""
+anomaly rules read.
 
-from keyplane.usage.model import UsageEvent
+The batching writer (bounded queue, spill file, replay) is keyplane.usage.writer; it is not
+imported here because it imports the store, which imports this package's model.
+"""
 
-__all__ = ["UsageEvent"]
+from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
+
+__all__ = ["UsageBy", "UsageEvent", "UsageSummaryRow"]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["UsageEvent"]
+__all__ = ["UsageBy", "UsageEvent", "UsageSummaryRow"]
+
+#: how `keyplane usage` groups rows: by "METHOD /path" or by "<http status>/<retCode>".
+UsageBy = Literal["endpoint", "status"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +22,9 @@ class UsageEvent:
     client_ip: str, as resolved by keyplane (trusted proxies applied).
     authenticated: bool, the signature verified (the caller holds the secret); False for
     refusals at or before the signature check (10002 timestamp, 10003 key, 10004 signature).
+    row_id: str, unique per row across nodes ("<node id>-<sequence>", at most 64 characters),
+    assigned by the usage writer ("" until then); stores skip a row_id they already hold, so a
+    replayed spill file never counts a request twice. No field ever holds a secret or signature.
     """
 
     at_ms: int
@@ -33,3 +40,20 @@ class UsageEvent:
     latency_us: int
     client_ip: str
     authenticated: bool
+    row_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSummaryRow:
+    """One group of `Store.usage_summary`.
+
+    group: "GET /v5/account/wallet-balance" (by endpoint) or "200/10003" (by status: HTTP
+    status / retCode). requests: rows in the group. errors: rows with retCode != 0 or HTTP
+    status >= 400. avg_latency_us / max_latency_us: int µs (average rounded down).
+    """
+
+    group: str
+    requests: int
+    errors: int
+    avg_latency_us: int
+    max_latency_us: int

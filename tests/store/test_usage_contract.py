@@ -1,0 +1,104 @@
+"""The usage-log part of the Store contract: memory, SQLite and PostgreSQL agree."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from keyplane.store import Store
+from keyplane.usage import UsageEvent, UsageSummaryRow
+
+from .test_store_contract import T0
+
+
+def usage(row_id: str, **changes: object) -> UsageEvent:
+    """A successful wallet-balance request by key AAA (id 1, uid 100001), 1500 µs."""
+    base = UsageEvent(
+        at_ms=T0,
+        api_key="AAA",
+        key_id=1,
+        uid=100001,
+        method="GET",
+        path="/v5/account/wallet-balance",
+        http_status=200,
+        ret_code=0,
+        request_bytes=0,
+        response_bytes=321,
+        latency_us=1500,
+        client_ip="127.0.0.1",
+        authenticated=True,
+        row_id=row_id,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def _rows() -> list[UsageEvent]:
+    return [
+        usage("n-1"),
+        usage("n-2", latency_us=500),
+        usage("n-3", method="POST", path="/v5/order/create", request_bytes=90, at_ms=T0 + 10),
+        usage("n-4", ret_code=10004, authenticated=False, at_ms=T0 + 20, latency_us=100),
+        usage("n-5", api_key="BBB", key_id=None, uid=None, ret_code=10003, authenticated=False),
+        usage("n-6", http_status=403, ret_code=10006, at_ms=T0 + 30, latency_us=7),
+    ]
+
+
+class TestUsageLog:
+    def test_append_counts_new_rows_and_skips_known_row_ids(self, store: Store) -> None:
+        """A replayed batch stores nothing twice: the second append reports 0 new rows."""
+        assert store.append_usage(_rows()) == 6
+        assert store.append_usage([*_rows()[:3], usage("n-7")]) == 1
+        assert store.append_usage([]) == 0
+        total = sum(r.requests for r in store.usage_summary())
+        assert total == 7
+
+    def test_empty_row_id_is_refused(self, store: Store) -> None:
+        """Rows without a row_id cannot be made idempotent, so they are refused whole."""
+        with pytest.raises(ValueError, match="row_id"):
+            store.append_usage([usage("ok"), usage("")])
+        assert store.usage_summary() == []
+
+    def test_summary_by_endpoint(self, store: Store) -> None:
+        """Groups "METHOD /path" with requests, errors, average (floor) and max latency in µs."""
+        store.append_usage(_rows())
+        assert list(store.usage_summary(by="endpoint")) == [
+            UsageSummaryRow(
+                "GET /v5/account/wallet-balance", 5, 3, (1500 * 2 + 500 + 100 + 7) // 5, 1500
+            ),
+            UsageSummaryRow("POST /v5/order/create", 1, 0, 1500, 1500),
+        ]
+
+    def test_summary_by_status(self, store: Store) -> None:
+        """Groups "<http status>/<retCode>"."""
+        store.append_usage(_rows())
+        assert list(store.usage_summary(by="status")) == [
+            UsageSummaryRow("200/0", 3, 0, (1500 + 500 + 1500) // 3, 1500),
+            UsageSummaryRow("200/10003", 1, 1, 1500, 1500),
+            UsageSummaryRow("200/10004", 1, 1, 100, 100),
+            UsageSummaryRow("403/10006", 1, 1, 7, 7),
+        ]
+
+    def test_summary_filters_by_api_key_and_since(self, store: Store) -> None:
+        """api_key keeps one key's rows; since_ms keeps rows at or after it (ms)."""
+        store.append_usage(_rows())
+        only_b = store.usage_summary(api_key="BBB")
+        assert [(r.group, r.requests) for r in only_b] == [("GET /v5/account/wallet-balance", 1)]
+        recent = store.usage_summary(api_key="AAA", since_ms=T0 + 10, by="status")
+        assert [(r.group, r.requests) for r in recent] == [
+            ("200/0", 1),
+            ("200/10004", 1),
+            ("403/10006", 1),
+        ]
+        assert store.usage_summary(api_key="nobody") == []
+
+    def test_unknown_grouping_is_refused(self, store: Store) -> None:
+        """Only endpoint and status are groupings."""
+        with pytest.raises(ValueError, match="endpoint or status"):
+            store.usage_summary(by="ip")  # type: ignore[arg-type]
+
+    def test_usage_does_not_bump_the_revision(self, store: Store) -> None:
+        """Usage writes never invalidate key caches."""
+        before = store.revision()
+        store.append_usage(_rows())
+        assert store.revision() == before
