@@ -11,27 +11,31 @@ verifiable with a checkpoint signed under a key derived from the KEK.
 
 from __future__ import annotations
 
-import getpass
 import json
-import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
 from keyplane.audit import AuditRecord
+from keyplane.cli.common import (
+    DbOption,
+    JsonOption,
+    admin_actor,
+    fail,
+    opened,
+    parse_since,
+)
 from keyplane.cli.output import console, err_console, print_json, print_table
 from keyplane.clock import SystemClock
-from keyplane.errors import KeyplaneError
 from keyplane.keys import iso_utc
 from keyplane.service import KeyService
-from keyplane.settings import Settings, load_kek
-from keyplane.store import open_store
+from keyplane.settings import Settings
 
-__all__ = ["admin_actor", "audit_app", "maintenance_app", "parse_since"]
+__all__ = ["audit_app", "maintenance_app"]
 
 audit_app = typer.Typer(
     help="The hash-chained audit trail: verify, list, export.", no_args_is_help=True
@@ -40,56 +44,11 @@ maintenance_app = typer.Typer(
     help="Housekeeping: purge old audit rows and keys.", no_args_is_help=True
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db", help="Database URL (default: KEYPLANE_DATABASE_URL or sqlite:///./keyplane.db)."
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-
-_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-
-
-def admin_actor() -> str:
-    """The audit actor of a CLI command: "admin:<OS user>" ("admin:unknown" if none)."""
-    try:
-        return f"admin:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "admin:unknown"
-
-
-def parse_since(text: str) -> int:
-    """A duration like "45s", "30m", "1h", "2d" in ms; raises ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhd])\s*", text)
-    if match is None:
-        raise ValueError(f"--since must look like 30m, 1h or 2d, not {text!r}")
-    return int(match.group(1)) * _UNITS_MS[match.group(2)]
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
-
 
 @contextmanager
-def _opened(db: str | None) -> Iterator[tuple[KeyService, Settings]]:
-    """The service and settings for one command; errors become a clean exit code 1."""
-    settings = Settings(database_url=db) if db else Settings()
-    try:
-        kek = load_kek(settings)
-    except ValueError as exc:
-        _fail(str(exc))
-    try:
-        store = open_store(settings.database_url)
-    except Exception as exc:
-        _fail(f"cannot open the database: {type(exc).__name__}")
-    try:
+def _service_and_settings(db: str | None) -> Iterator[tuple[KeyService, Settings]]:
+    with opened(db) as (store, kek, settings):
         yield KeyService(store, kek, SystemClock()), settings
-    except KeyplaneError as exc:
-        _fail(exc.ret_msg)
-    finally:
-        store.close()
 
 
 def _record_json(record: AuditRecord) -> dict[str, Any]:
@@ -110,7 +69,7 @@ def _changes(record: AuditRecord) -> str:
 @audit_app.command("verify")
 def verify(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Walk the hash chain; exit 1 naming the first broken (edited, deleted) row."""
-    with _opened(db) as (service, _):
+    with _service_and_settings(db) as (service, _):
         report = service.verify_audit()
     document: dict[str, Any] = {
         "intact": report.intact,
@@ -151,8 +110,8 @@ def list_(
     try:
         since_ms = None if since is None else SystemClock().now_ms() - parse_since(since)
     except ValueError as exc:
-        _fail(str(exc))
-    with _opened(db) as (service, _):
+        fail(str(exc))
+    with _service_and_settings(db) as (service, _):
         records = service.store.list_audit(
             target=None if key is None else f"key:{key}", since_ms=since_ms, limit=limit
         )
@@ -188,8 +147,8 @@ def export(
 ) -> None:
     """Export every audit row, one JSON object per line, with prevHash and rowHash."""
     if fmt != "jsonl":
-        _fail(f"unknown --format {fmt!r}; supported: jsonl")
-    with _opened(db) as (service, _):
+        fail(f"unknown --format {fmt!r}; supported: jsonl")
+    with _service_and_settings(db) as (service, _):
         out = sys.stdout if output is None else output.open("w", encoding="utf-8")
         try:
             count = 0
@@ -219,7 +178,7 @@ def purge(
 ) -> None:
     """Delete audit rows and revoked keys older than the retention; the chain stays
     verifiable (a signed checkpoint replaces the purged rows)."""
-    with _opened(db) as (service, settings):
+    with _service_and_settings(db) as (service, settings):
         days = retention_days or settings.audit_retention_days
         if (
             not yes

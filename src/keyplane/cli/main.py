@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from keyplane.cli.audit import admin_actor, audit_app, maintenance_app
+from keyplane.cli.audit import audit_app, maintenance_app
+from keyplane.cli.common import (
+    DbOption,
+    JsonOption,
+    admin_actor,
+    fail,
+    service_for,
+    settings_for,
+)
 from keyplane.cli.output import console, err_console, print_json, print_kv, print_table
 from keyplane.cli.upstream import upstream_app
-from keyplane.clock import SystemClock
-from keyplane.errors import KeyplaneError
 from keyplane.keys import (
     ApiKey,
     IpAllowlist,
@@ -29,8 +34,7 @@ from keyplane.keys import (
     iso_utc,
 )
 from keyplane.service import InitResult, IssuedKey, KeyService
-from keyplane.settings import Settings, load_kek
-from keyplane.store import open_store
+from keyplane.settings import Settings
 
 __all__ = ["app", "main"]
 
@@ -55,13 +59,6 @@ app.add_typer(upstream_app, name="upstream")
 app.add_typer(audit_app, name="audit")
 app.add_typer(maintenance_app, name="maintenance")
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db", help="Database URL (default: KEYPLANE_DATABASE_URL or sqlite:///./keyplane.db)."
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 LimitOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -73,38 +70,6 @@ LimitOption = Annotated[
 ClearLimitsOption = Annotated[
     bool, typer.Option("--clear-limits", help="Drop existing overrides first.")
 ]
-
-
-def _settings(db: str | None) -> Settings:
-    return Settings(database_url=db) if db else Settings()
-
-
-@contextmanager
-def _service(db: str | None) -> Iterator[KeyService]:
-    """Open the store and KEK for one command; errors become a clean exit code 1."""
-    settings = _settings(db)
-    try:
-        store = open_store(settings.database_url)
-    except Exception as exc:
-        _fail(f"cannot open the database: {type(exc).__name__}: {exc}")
-    try:
-        yield KeyService(store, _kek(settings), SystemClock())
-    except KeyplaneError as exc:
-        _fail(exc.ret_msg)
-    finally:
-        store.close()
-
-
-def _kek(settings: Settings) -> KeyEncryptionKey:
-    try:
-        return load_kek(settings)
-    except ValueError as exc:
-        _fail(str(exc))
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(1)
 
 
 def _issued_json(issued: IssuedKey) -> dict[str, Any]:
@@ -165,7 +130,7 @@ def _print_init(result: InitResult, *, as_json: bool, url: str | None = None) ->
 @app.command()
 def init(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Create the store and, if it is empty, the first master account and master key."""
-    with _service(db) as service:
+    with service_for(db) as service:
         result = service.initialize()
     if result is None:
         if as_json:
@@ -259,10 +224,10 @@ def serve(
     if upstream_timeout is not None:
         overrides["upstream_timeout_s"] = upstream_timeout
     try:
-        settings = Settings.model_validate({**_settings(db).model_dump(), **overrides})
+        settings = Settings.model_validate({**settings_for(db).model_dump(), **overrides})
     except ValueError as exc:
-        _fail(f"invalid setting: {exc}")
-    with _service(settings.database_url) as service:
+        fail(f"invalid setting: {exc}")
+    with service_for(settings.database_url) as service:
         gateway_to = _check_gateway(settings, service)  # before init: never lose its output
         result = service.initialize()
     if result is not None:
@@ -293,12 +258,12 @@ def _check_gateway(settings: Settings, service: KeyService) -> str:
     try:
         url = display_upstream(parse_upstream_url(settings.upstream_url))
     except ValueError as exc:
-        _fail(f"invalid --upstream: {exc}")
+        fail(f"invalid --upstream: {exc}")
     if (
         settings.upstream_kind == "bybit"
         and load_upstream_credentials(service.store, service.kek) is None
     ):
-        _fail(
+        fail(
             "--upstream-kind bybit needs the exchange credentials first: "
             "keyplane upstream set-credentials --api-key KEY --db DATABASE"
         )
@@ -321,7 +286,7 @@ def accounts_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a master account, or a sub account with --parent UID."""
-    with _service(db) as service:
+    with service_for(db) as service:
         account = service.create_account(parent_uid=parent, username=username, actor=admin_actor())
     if as_json:
         print_json({"uid": account.uid})
@@ -339,7 +304,7 @@ def accounts_update(
     as_json: JsonOption = False,
 ) -> None:
     """Set rate-limit overrides for every key of an account (a key's own override wins)."""
-    with _service(db) as service:
+    with service_for(db) as service:
         account = service.update_account_limits(
             uid, RateOverrides.parse(limit or []), clear=clear_limits, actor=admin_actor()
         )
@@ -362,7 +327,7 @@ def accounts_unfreeze(uid: int, db: DbOption = None, as_json: JsonOption = False
 
 
 def _set_frozen(uid: int, *, frozen: bool, db: str | None, as_json: bool) -> None:
-    with _service(db) as service:
+    with service_for(db) as service:
         account = service.set_account_frozen(uid, frozen, actor=admin_actor())
     if as_json:
         print_json({"uid": account.uid, "status": account.status.value})
@@ -373,7 +338,7 @@ def _set_frozen(uid: int, *, frozen: bool, db: str | None, as_json: bool) -> Non
 @accounts_app.command("list")
 def accounts_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """List accounts."""
-    with _service(db) as service:
+    with service_for(db) as service:
         accounts = service.store.list_accounts()
     if as_json:
         print_json(
@@ -428,7 +393,7 @@ def keys_create(
     as_json: JsonOption = False,
 ) -> None:
     """Issue a key; the HMAC secret is printed once and never again."""
-    with _service(db) as service:
+    with service_for(db) as service:
         issued = service.create_key(
             uid,
             note=label,
@@ -451,7 +416,7 @@ def keys_list(
     as_json: JsonOption = False,
 ) -> None:
     """List keys (revoked keys included, with their status); never secrets."""
-    with _service(db) as service:
+    with service_for(db) as service:
         keys = service.store.list_keys(uid=uid)
     if as_json:
         print_json([_key_json(k) for k in keys])
@@ -478,7 +443,7 @@ def keys_list(
 @keys_app.command("show")
 def keys_show(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show one key's settings (never its secret)."""
-    with _service(db) as service:
+    with service_for(db) as service:
         key = service.get_key(api_key)
     document = _key_json(key)
     if as_json:
@@ -506,7 +471,7 @@ def keys_update(
     as_json: JsonOption = False,
 ) -> None:
     """Change a key's permissions, IPs, access mode, note or rate limits (live within 1 s)."""
-    with _service(db) as service:
+    with service_for(db) as service:
         key = service.update_key(
             api_key,
             read_only=read_only,
@@ -526,7 +491,7 @@ def keys_update(
 @keys_app.command("rotate")
 def keys_rotate(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Issue a new key with the same settings; the old key works until you revoke it."""
-    with _service(db) as service:
+    with service_for(db) as service:
         issued = service.rotate_key(api_key, actor=admin_actor())
     if as_json:
         print_json(_issued_json(issued))
@@ -538,34 +503,35 @@ def keys_rotate(api_key: str, db: DbOption = None, as_json: JsonOption = False) 
 @keys_app.command("revoke")
 def keys_revoke(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Revoke a key for good: running servers refuse it within 1 s (retCode 10003)."""
-    with _service(db) as service:
-        key = service.revoke_key(api_key, actor=admin_actor())
-    if as_json:
-        print_json(_key_json(key))
-    else:
-        console.print(f"Revoked {api_key}")
+    _change_status(api_key, "Revoked", KeyService.revoke_key, db=db, as_json=as_json)
 
 
 @keys_app.command("suspend")
 def keys_suspend(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Suspend a key: running servers refuse it within 1 s (retCode 10007) until resumed."""
-    with _service(db) as service:
-        key = service.suspend_key(api_key, actor=admin_actor())
-    if as_json:
-        print_json(_key_json(key))
-    else:
-        console.print(f"Suspended {api_key}")
+    _change_status(api_key, "Suspended", KeyService.suspend_key, db=db, as_json=as_json)
 
 
 @keys_app.command("resume")
 def keys_resume(api_key: str, db: DbOption = None, as_json: JsonOption = False) -> None:
     """Lift a suspension: the key works again on running servers within 1 s."""
-    with _service(db) as service:
-        key = service.resume_key(api_key, actor=admin_actor())
+    _change_status(api_key, "Resumed", KeyService.resume_key, db=db, as_json=as_json)
+
+
+def _change_status(
+    api_key: str,
+    done: str,
+    change: Callable[..., ApiKey],
+    *,
+    db: str | None,
+    as_json: bool,
+) -> None:
+    with service_for(db) as service:
+        key = change(service, api_key, actor=admin_actor())
     if as_json:
         print_json(_key_json(key))
     else:
-        console.print(f"Resumed {api_key}")
+        console.print(f"{done} {api_key}")
 
 
 @kek_app.command("generate")

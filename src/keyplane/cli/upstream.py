@@ -13,14 +13,12 @@ gateways on the same database pick a change up within one revision poll (no rest
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
-from keyplane.cli.audit import admin_actor
+from keyplane.cli.common import DbOption, JsonOption, admin_actor, fail, opened
 from keyplane.cli.output import console, err_console, print_json, print_kv
 from keyplane.clock import SystemClock
 from keyplane.errors import KeyplaneError
@@ -31,10 +29,8 @@ from keyplane.gateway.credentials import (
     mask_api_key,
     save_upstream_credentials,
 )
-from keyplane.keys import KeyEncryptionKey, iso_utc
+from keyplane.keys import iso_utc
 from keyplane.secret import Secret
-from keyplane.settings import Settings, load_kek
-from keyplane.store import Store, open_store
 from keyplane.store.protocol import UpstreamCredentialsRecord
 
 __all__ = ["upstream_app"]
@@ -44,53 +40,20 @@ upstream_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db", help="Database URL (default: KEYPLANE_DATABASE_URL or sqlite:///./keyplane.db)."
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-
-
-def _fail(message: str) -> NoReturn:
-    err_console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
-
-
-@contextmanager
-def _opened(db: str | None) -> Iterator[tuple[Store, KeyEncryptionKey]]:
-    """The store and KEK for one command; errors become a clean exit code 1."""
-    settings = Settings(database_url=db) if db else Settings()
-    try:
-        kek = load_kek(settings)
-    except ValueError as exc:
-        _fail(str(exc))
-    try:
-        store = open_store(settings.database_url)
-    except Exception as exc:
-        _fail(f"cannot open the database: {type(exc).__name__}")
-    try:
-        yield store, kek
-    except KeyplaneError as exc:
-        _fail(exc.ret_msg)
-    finally:
-        store.close()
-
 
 def _read_secret(secret_stdin: bool, rsa_file: Path | None) -> tuple[Secret[str], KeyType]:
     """The secret and its key type from the RSA file, stdin, or a hidden prompt on a terminal."""
     if rsa_file is not None:
         if secret_stdin:
-            _fail("give either --secret-stdin or --rsa-private-key-file, not both")
+            fail("give either --secret-stdin or --rsa-private-key-file, not both")
         try:
             return Secret(rsa_file.read_text(encoding="utf-8")), "rsa"
         except (OSError, UnicodeDecodeError) as exc:
-            _fail(f"cannot read {rsa_file}: {type(exc).__name__}")
+            fail(f"cannot read {rsa_file}: {type(exc).__name__}")
     if secret_stdin:
         return Secret(sys.stdin.read()), "hmac"
     if not sys.stdin.isatty():
-        _fail(
+        fail(
             "stdin is not a terminal: pass the secret on stdin with --secret-stdin "
             "(or an RSA key with --rsa-private-key-file)"
         )
@@ -126,7 +89,7 @@ def set_credentials(
 ) -> None:
     """Store the exchange credentials (encrypted under the KEK), replacing earlier ones."""
     secret, key_type = _read_secret(secret_stdin, rsa_private_key_file)
-    with _opened(db) as (store, kek):
+    with opened(db) as (store, kek, _):
         record = save_upstream_credentials(
             store,
             kek,
@@ -150,7 +113,7 @@ def set_credentials(
 def show(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show the stored upstream credentials: api key (masked), kind, type, set-at; never the
     secret. Also checks that they decrypt under this KEK."""
-    with _opened(db) as (store, kek):
+    with opened(db) as (store, kek, _):
         record = store.find_upstream_credentials()
         decrypts = False
         if record is not None:
@@ -181,7 +144,7 @@ def clear(
     """Delete the stored upstream credentials (a bybit gateway then answers 10016)."""
     if not yes and sys.stdin.isatty() and not typer.confirm("Delete the upstream credentials?"):
         raise typer.Exit(1)
-    with _opened(db) as (store, _):
+    with opened(db) as (store, _, _):
         cleared = clear_upstream_credentials(
             store, now_ms=SystemClock().now_ms(), actor=admin_actor()
         )
