@@ -9,9 +9,10 @@ Not thread-safe on its own: VenueState holds its lock around every call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from keyplane.errors import InsufficientBalanceError
 from keyplane.venue.instruments import fmt
@@ -162,3 +163,71 @@ class Wallets:
         realised = self._wallets[uid].realised
         realised[coin] = realised.get(coin, _ZERO) + pnl
         self.move(uid, UNIFIED, coin, pnl)
+
+
+_RATE = Decimal("0.0001")
+
+
+def _rate(part: Decimal, whole: Decimal) -> str:
+    return fmt((part / whole).quantize(_RATE)) if whole > 0 else "0"
+
+
+def coin_wire(b: CoinBalance) -> dict[str, Any]:
+    """One coin[] entry of a UNIFIED account (Bybit V5 /v5/account/wallet-balance; amounts as
+    strings)."""
+    available = fmt(b.available)
+    return {
+        "coin": b.coin,
+        "equity": fmt(b.equity),
+        "usdValue": fmt(b.equity * b.usd_price),
+        "walletBalance": fmt(b.wallet),
+        "free": available,
+        "locked": fmt(b.locked),
+        "spotHedgingQty": "0",
+        "borrowAmount": "0",
+        "availableToWithdraw": available,
+        "availableToBorrow": "",
+        "accruedInterest": "0",
+        "totalOrderIM": fmt(b.order_im),
+        "totalPositionIM": fmt(b.position_im),
+        "totalPositionMM": fmt(b.position_mm),
+        "unrealisedPnl": fmt(b.unrealised_pnl),
+        "cumRealisedPnl": fmt(b.cum_realised_pnl),
+        "bonus": "0",
+        "marginCollateral": True,
+        "collateralSwitch": True,
+        "spotBorrow": "0",
+    }
+
+
+def wallet_account_wire(
+    balances: Sequence[CoinBalance], coins: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """The UNIFIED account entry of /v5/account/wallet-balance (and of the private `wallet`
+    push): USD totals over every coin in balances, coin[] limited to `coins` when given."""
+
+    def usd(attr: str) -> Decimal:
+        return sum((getattr(b, attr) * b.usd_price for b in balances), _ZERO)
+
+    wallet_usd, upl_usd, locked_usd = usd("wallet"), usd("unrealised_pnl"), usd("locked")
+    im_usd = usd("order_im") + usd("position_im")
+    mm_usd = usd("position_mm")
+    margin_usd = wallet_usd + upl_usd
+    return {
+        "accountType": UNIFIED,
+        "accountLTV": "0",
+        "accountIMRate": _rate(im_usd, margin_usd),
+        "accountMMRate": _rate(mm_usd, margin_usd),
+        "accountIMRateByMp": _rate(im_usd, margin_usd),
+        "accountMMRateByMp": _rate(mm_usd, margin_usd),
+        "totalEquity": fmt(usd("equity")),
+        "totalWalletBalance": fmt(wallet_usd),
+        "totalMarginBalance": fmt(margin_usd),
+        "totalAvailableBalance": fmt(max(_ZERO, margin_usd - im_usd - locked_usd)),
+        "totalPerpUPL": fmt(upl_usd),
+        "totalInitialMargin": fmt(im_usd),
+        "totalInitialMarginByMp": fmt(im_usd),
+        "totalMaintenanceMargin": fmt(mm_usd),
+        "totalMaintenanceMarginByMp": fmt(mm_usd),
+        "coin": [coin_wire(b) for b in balances if coins is None or b.coin in coins],
+    }

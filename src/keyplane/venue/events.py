@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from keyplane.venue.balances import UNIFIED, CoinBalance
+from keyplane.venue.balances import CoinBalance, wallet_account_wire
 from keyplane.venue.instruments import fmt
 from keyplane.venue.orders import Order
 from keyplane.venue.positions import Position
@@ -123,26 +123,7 @@ class WalletEvent:
         """One item of the `wallet` push's data: the account entry as in
         `/v5/account/wallet-balance` (USD totals, coin[])."""
 
-        def usd(attr: str) -> Decimal:
-            return sum((getattr(b, attr) * b.usd_price for b in self.balances), _ZERO)
-
-        wallet, upl, locked = usd("wallet"), usd("unrealised_pnl"), usd("locked")
-        im, mm = usd("order_im") + usd("position_im"), usd("position_mm")
-        margin = wallet + upl
-        return {
-            "accountType": UNIFIED,
-            "accountLTV": "0",
-            "accountIMRate": _rate(im, margin),
-            "accountMMRate": _rate(mm, margin),
-            "totalEquity": fmt(usd("equity")),
-            "totalWalletBalance": fmt(wallet),
-            "totalMarginBalance": fmt(margin),
-            "totalAvailableBalance": fmt(max(_ZERO, margin - im - locked)),
-            "totalPerpUPL": fmt(upl),
-            "totalInitialMargin": fmt(im),
-            "totalMaintenanceMargin": fmt(mm),
-            "coin": [_coin_wire(b) for b in self.balances],
-        }
+        return wallet_account_wire(self.balances)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,32 +166,3 @@ class VenueEvents:
                 listener(uid, events)
             except Exception:
                 log.warning("venue event listener failed", exc_info=True)
-
-
-def _rate(part: Decimal, whole: Decimal) -> str:
-    return fmt((part / whole).quantize(Decimal("0.0001"))) if whole > 0 else "0"
-
-
-def _coin_wire(b: CoinBalance) -> dict[str, Any]:
-    available = fmt(b.available)
-    return {
-        "coin": b.coin,
-        "equity": fmt(b.equity),
-        "usdValue": fmt(b.equity * b.usd_price),
-        "walletBalance": fmt(b.wallet),
-        "free": available,
-        "locked": fmt(b.locked),
-        "availableToWithdraw": available,
-        "availableToBorrow": "",
-        "borrowAmount": "0",
-        "accruedInterest": "0",
-        "totalOrderIM": fmt(b.order_im),
-        "totalPositionIM": fmt(b.position_im),
-        "totalPositionMM": fmt(b.position_mm),
-        "unrealisedPnl": fmt(b.unrealised_pnl),
-        "cumRealisedPnl": fmt(b.cum_realised_pnl),
-        "bonus": "0",
-        "marginCollateral": True,
-        "collateralSwitch": True,
-        "spotBorrow": "0",
-    }

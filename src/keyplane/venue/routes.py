@@ -24,7 +24,7 @@ from starlette.routing import Route
 from keyplane.auth.context import AUTH_SCOPE_KEY, PARAMS_SCOPE_KEY, AuthContext
 from keyplane.errors import KeyplaneError, ParameterError
 from keyplane.http.envelope import reply
-from keyplane.venue.balances import UNIFIED, CoinBalance
+from keyplane.venue.balances import UNIFIED, wallet_account_wire
 from keyplane.venue.instruments import COINS, fmt, parse_decimal
 from keyplane.venue.orders import Order, OrderFilters, OrderRequest
 from keyplane.venue.state import VenueState
@@ -34,7 +34,6 @@ __all__ = ["venue_routes"]
 _T = TypeVar("_T")
 _TRADED = ("spot", "linear")
 _LINK_ID = re.compile(r"[A-Za-z0-9_-]{1,36}")
-_RATE = Decimal("0.0001")
 #: Bybit V5 orderStatus values; /v5/order/history lists only the closed ones among them.
 _ORDER_STATUSES = (
     "Created", "New", "Rejected", "PartiallyFilled", "PartiallyFilledCanceled", "Filled",
@@ -208,36 +207,6 @@ async def account_info(request: Request) -> Response:
     )
 
 
-def _coin_wire(b: CoinBalance) -> dict[str, Any]:
-    available = fmt(b.available)
-    return {
-        "coin": b.coin,
-        "equity": fmt(b.equity),
-        "usdValue": fmt(b.equity * b.usd_price),
-        "walletBalance": fmt(b.wallet),
-        "free": available,
-        "locked": fmt(b.locked),
-        "spotHedgingQty": "0",
-        "borrowAmount": "0",
-        "availableToWithdraw": available,
-        "availableToBorrow": "",
-        "accruedInterest": "0",
-        "totalOrderIM": fmt(b.order_im),
-        "totalPositionIM": fmt(b.position_im),
-        "totalPositionMM": fmt(b.position_mm),
-        "unrealisedPnl": fmt(b.unrealised_pnl),
-        "cumRealisedPnl": fmt(b.cum_realised_pnl),
-        "bonus": "0",
-        "marginCollateral": True,
-        "collateralSwitch": True,
-        "spotBorrow": "0",
-    }
-
-
-def _rate(part: Decimal, whole: Decimal) -> str:
-    return fmt((part / whole).quantize(_RATE)) if whole > 0 else "0"
-
-
 async def wallet_balance(request: Request) -> Response:
     """GET /v5/account/wallet-balance?accountType=UNIFIED[&coin=BTC,USDT] -> {"list": [account]}
     with USD totals over every coin held and coin[] limited to the coins asked for."""
@@ -249,31 +218,7 @@ async def wallet_balance(request: Request) -> Response:
     state, now_ms = _venue(request)
     balances = state.wallet(_uid(request), now_ms, coins)
 
-    def usd(attr: str) -> Decimal:
-        return sum((getattr(b, attr) * b.usd_price for b in balances), Decimal(0))
-
-    wallet_usd, upl_usd, locked_usd = usd("wallet"), usd("unrealised_pnl"), usd("locked")
-    im_usd = usd("order_im") + usd("position_im")
-    mm_usd = usd("position_mm")
-    margin_usd = wallet_usd + upl_usd
-    account = {
-        "accountType": UNIFIED,
-        "accountLTV": "0",
-        "accountIMRate": _rate(im_usd, margin_usd),
-        "accountMMRate": _rate(mm_usd, margin_usd),
-        "accountIMRateByMp": _rate(im_usd, margin_usd),
-        "accountMMRateByMp": _rate(mm_usd, margin_usd),
-        "totalEquity": fmt(usd("equity")),
-        "totalWalletBalance": fmt(wallet_usd),
-        "totalMarginBalance": fmt(margin_usd),
-        "totalAvailableBalance": fmt(max(Decimal(0), margin_usd - im_usd - locked_usd)),
-        "totalPerpUPL": fmt(upl_usd),
-        "totalInitialMargin": fmt(im_usd),
-        "totalInitialMarginByMp": fmt(im_usd),
-        "totalMaintenanceMargin": fmt(mm_usd),
-        "totalMaintenanceMarginByMp": fmt(mm_usd),
-        "coin": [_coin_wire(b) for b in balances if coins is None or b.coin in coins],
-    }
+    account = wallet_account_wire(balances, coins)
     return reply(request, {"list": [account]})
 
 
