@@ -15,11 +15,12 @@ from pybit.exceptions import InvalidRequestError
 
 from keyplane.clock import Clock, SystemClock
 from keyplane.http.app import create_app
-from keyplane.keys import IpAllowlist, KeyEncryptionKey, Permissions
+from keyplane.keys import KeyEncryptionKey
 from keyplane.service import KeyService
 from keyplane.settings import Settings
 from keyplane.store import open_store
 from keyplane.testing import running_server
+from tests._keys import issue_key
 
 
 @dataclass
@@ -45,14 +46,14 @@ class Server:
         rsa_public_key: str | None = None,
     ) -> tuple[str, str]:
         """(apiKey, secret) of a fresh key on the master account (or uid)."""
-        issued = self.service.create_key(
+        return issue_key(
+            self.service,
             uid or self.uid,
-            permissions=Permissions.parse(permissions),
+            permissions=permissions,
             read_only=read_only,
-            ips=IpAllowlist.parse(ips),
+            ips=ips,
             rsa_public_key=rsa_public_key,
         )
-        return issued.key.api_key, issued.secret.reveal() if issued.secret else ""
 
 
 @pytest.fixture

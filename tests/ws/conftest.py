@@ -15,12 +15,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from keyplane.http.app import create_app
-from keyplane.keys import IpAllowlist, KeyEncryptionKey, Permissions
+from keyplane.keys import KeyEncryptionKey
 from keyplane.service import KeyService
 from keyplane.settings import Settings
 from keyplane.signing import sign_hmac, ws_string_to_sign
 from keyplane.store import MemoryStore
 from keyplane.testing import running_server
+from tests._keys import issue_key
 
 
 class FlakyStore(MemoryStore):
@@ -55,14 +56,14 @@ class WsServer:
         rsa_public_key: str | None = None,
     ) -> tuple[str, str]:
         """(apiKey, secret) of a fresh key ("" secret for RSA keys)."""
-        issued = self.service.create_key(
+        return issue_key(
+            self.service,
             uid or self.uid,
-            permissions=Permissions.parse(permissions),
+            permissions=permissions,
             read_only=read_only,
-            ips=IpAllowlist.parse(ips),
+            ips=ips,
             rsa_public_key=rsa_public_key,
         )
-        return issued.key.api_key, issued.secret.reveal() if issued.secret else ""
 
     def connect(self, path: str = "/v5/private") -> Client:
         """A raw WebSocket client on path."""
