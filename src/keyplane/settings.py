@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     upstream_timeout_s: float, seconds for each of connect/read/write/pool to the upstream.
     audit_retention_days: int, days audit rows and revoked keys are kept before `keyplane
         maintenance purge` deletes them (KEYPLANE_AUDIT_RETENTION_DAYS).
+    usage_log: bool, one usage row per request that names an api key (KEYPLANE_USAGE_LOG).
+    usage_queue_max: int, rows held in memory; beyond it rows go straight to the spill file.
+    usage_flush_ms: int, ms between usage flushes; usage_batch_rows: int, rows per store write
+        (and the queue length that triggers an early flush).
+    usage_spill_path: the JSON-lines file rows spill to while the database is down (default:
+        keyplane-usage.spill.jsonl beside a SQLite database, else in the working directory).
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -61,6 +67,11 @@ class Settings(BaseSettings):
     upstream_kind: Literal["generic", "bybit"] = "generic"
     upstream_timeout_s: float = Field(default=10.0, gt=0, le=300)
     audit_retention_days: int = Field(default=90, ge=1)
+    usage_log: bool = True
+    usage_queue_max: int = Field(default=100_000, gt=0)
+    usage_flush_ms: int = Field(default=1000, gt=0)
+    usage_batch_rows: int = Field(default=5000, gt=0)
+    usage_spill_path: Path | None = None
 
     @field_validator("ip_limit")
     @classmethod
@@ -72,6 +83,15 @@ class Settings(BaseSettings):
     def ip_rate(self) -> Rate | None:
         """The per-IP budget, None when ip_limit is "off"."""
         return None if self.ip_limit.strip().lower() == "off" else parse_rate(self.ip_limit)
+
+    def usage_spill_file(self) -> Path:
+        """usage_spill_path, else keyplane-usage.spill.jsonl beside the SQLite database file,
+        else in the working directory."""
+        if self.usage_spill_path is not None:
+            return self.usage_spill_path
+        db = sqlite_path(self.database_url)
+        directory = db.parent if db is not None else Path()
+        return directory / "keyplane-usage.spill.jsonl"
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -31,6 +31,7 @@ from keyplane.service import KeyService
 from keyplane.settings import Settings, load_kek
 from keyplane.store import SqlStore, Store, open_store
 from keyplane.store.notifications import RevisionNotice, lag_ms, listen_for_revisions
+from keyplane.usage.writer import UsageWriter
 from keyplane.venue import VenueConfig, VenueState, venue_routes
 from keyplane.ws import WsHub, ws_routes
 
@@ -109,6 +110,9 @@ def create_app(
     every settings.cache_poll_ms, and lastUsedAt flushes every settings.last_used_flush_ms.
     With settings.upstream_url the app is a gateway: every policy route outside /v5/user/*
     is forwarded upstream (keyplane.gateway) instead of served by the demo venue.
+    With settings.usage_log (default on) every request naming an api key becomes a usage row,
+    written in batches by keyplane.usage.writer.UsageWriter (spilled to
+    settings.usage_spill_file() while the store is down; the queue is drained on shutdown).
     """
     configure_logging()
     settings = settings or Settings()
@@ -122,6 +126,17 @@ def create_app(
         cache.add_invalidation_listener(gateway.mark_stale)
     last_used = LastUsedRecorder()
     metrics = Metrics()
+    usage: UsageWriter | None = None
+    if settings.usage_log:
+        usage = UsageWriter(
+            the_store,
+            spill_path=settings.usage_spill_file(),
+            queue_max=settings.usage_queue_max,
+            batch_rows=settings.usage_batch_rows,
+            flush_ms=settings.usage_flush_ms,
+            clock=the_clock,
+        )
+        metrics.watch_usage(usage.stats)
     if gateway is not None:
         metrics.watch_gateway(lambda: (gateway.requests, gateway.failures))
     limits = RequestLimits(
@@ -148,6 +163,8 @@ def create_app(
                 tasks.start_soon(listen_for_revisions, the_store.engine.url, on_notice, cache.clear)
             tasks.start_soon(_poll_revision, the_store, cache, settings.cache_poll_ms)
             tasks.start_soon(_flush_last_used, the_store, last_used, settings.last_used_flush_ms)
+            if usage is not None:
+                tasks.start_soon(usage.run)
             upstream: contextlib.AbstractAsyncContextManager[None] = (
                 gateway.running() if gateway is not None else contextlib.nullcontext()
             )
@@ -157,6 +174,8 @@ def create_app(
             finally:
                 tasks.cancel_scope.cancel()
         await anyio.to_thread.run_sync(last_used.flush, the_store)
+        if usage is not None:
+            await usage.drain()
         await limits.limiter.close()
         if owns_store:
             the_store.close()
@@ -180,6 +199,7 @@ def create_app(
                 limits=limits,
                 auth_outcomes=metrics.auth_outcomes,
                 upstream_limit_headers=gateway is not None,
+                usage=usage,
                 max_body_bytes=settings.max_body_bytes,
                 trusted_proxies=settings.trusted_proxies,
             )
@@ -194,6 +214,7 @@ def create_app(
     app.state.cache = cache
     app.state.limits = limits
     app.state.metrics = metrics
+    app.state.usage = usage
     app.state.venue = venue or VenueState(VenueConfig())
     app.state.gateway = gateway
     ws_hub = WsHub(

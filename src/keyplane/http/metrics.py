@@ -15,6 +15,9 @@ Series (all counters are totals since the process started):
   concurrent decisions share one pipelined round trip).
 - keyplane_gateway_upstream_requests_total / _failures_total: gateway mode only.
 - keyplane_websocket_connections: gauge of open private WebSocket connections.
+- keyplane_usage_queue_depth (gauge), keyplane_usage_rows_written_total, _spilled_total,
+  _replayed_total, _lost_total: the usage log writer (keyplane.usage.writer); lost rows could be
+  neither stored nor spilled, and are also audited as "usage.rows.lost".
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Metrics:
         self._ws_connections: Callable[[], int] = lambda: 0
         self._round_trips: Callable[[], int] | None = None
         self._gateway: Callable[[], tuple[int, int]] | None = None
+        self._usage: Callable[[], tuple[int, int, int, int, int]] | None = None
         self.registry.register(_Collector(self))
 
     def watch_limiter(self, decisions: Counter[str]) -> None:
@@ -72,6 +76,10 @@ class Metrics:
     def watch_gateway(self, counts: Callable[[], tuple[int, int]]) -> None:
         """counts() -> (requests forwarded upstream, of which failed with 10016)."""
         self._gateway = counts
+
+    def watch_usage(self, stats: Callable[[], tuple[int, int, int, int, int]]) -> None:
+        """stats() -> (queue depth, rows written, spilled, replayed, lost) of the usage writer."""
+        self._usage = stats
 
     def watch_websockets(self, count: Callable[[], int]) -> None:
         """count() -> open private WebSocket connections."""
@@ -137,11 +145,28 @@ class _Collector(Collector):
                 "Forwarded requests answered 10016: upstream down, timed out or garbage.",
                 value=failed,
             )
+        if self._m._usage is not None:
+            yield from _usage_series(*self._m._usage())
         yield GaugeMetricFamily(
             "keyplane_websocket_connections",
             "Open private WebSocket connections.",
             value=self._m._ws_connections(),
         )
+
+
+def _usage_series(
+    depth: int, written: int, spilled: int, replayed: int, lost: int
+) -> Iterable[Metric]:
+    yield GaugeMetricFamily(
+        "keyplane_usage_queue_depth", "Usage rows waiting in memory.", value=depth
+    )
+    for name, value, text in (
+        ("written", written, "Usage rows written to the store from the queue."),
+        ("spilled", spilled, "Usage rows written to the spill file (store down or queue full)."),
+        ("replayed", replayed, "Spilled usage rows re-inserted into the store."),
+        ("lost", lost, "Usage rows neither stored nor spilled (also audited)."),
+    ):
+        yield CounterMetricFamily(f"keyplane_usage_rows_{name}", text, value=value)
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -5,12 +5,17 @@ a size cap (HTTP 413, before the body is read whole), then for private routes th
 keyplane.auth (headers, key cache, timestamp, signature, state, expiry, IP, permission), then
 parameter parsing. The verified AuthContext and the parsed params go into the ASGI scope for the
 route handlers. Every failure leaves as the V5 envelope; no traceback leaves the process.
+
+With a usage sink, every request that named an api key on a private route (passed or refused)
+yields one usage row after its response is sent: the sink gets the UsageFields tuple (one
+deque append, no I/O on the request path) and builds the UsageEvent off the request path.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -28,7 +33,7 @@ from keyplane.errors import KeyplaneError, ParameterError, RateLimitedError, Rou
 from keyplane.http.envelope import envelope_bytes
 from keyplane.http.errors import BodyTooLargeError, MethodNotAllowedError, http_status_for
 from keyplane.http.limits import RequestLimits, limit_headers
-from keyplane.http.usage import LastUsedRecorder
+from keyplane.http.usage import LastUsedRecorder, UsageSink, ret_code_of
 from keyplane.policy import find_route
 from keyplane.ratelimit import Decision
 
@@ -38,6 +43,14 @@ log = structlog.get_logger("keyplane.http")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _PASS_THROUGH = frozenset({"/healthz", "/readyz", "/metrics"})
+#: scope key of the usage facts of a private request: [api_key, key_id, uid, authenticated,
+#: request_bytes, client_ip, at_ms], filled by _admit while the pipeline runs.
+_USAGE_SCOPE_KEY = "keyplane.usage"
+#: retCodes of refusals at or before the signature check (the caller is not known to hold the
+#: secret): usage rows with authenticated=False.
+_UNVERIFIED = frozenset({10001, 10002, 10003, 10004})
+#: api_key column width of the usage log.
+_MAX_API_KEY = 64
 
 
 def client_ip_of(scope: Scope, trusted: Sequence[_Network]) -> str:
@@ -94,6 +107,7 @@ class AuthMiddleware:
         trusted_proxies: Sequence[str] = (),
         auth_outcomes: Counter[int] | None = None,
         upstream_limit_headers: bool = False,
+        usage: UsageSink | None = None,
     ) -> None:
         self.app = app
         self.cache = cache
@@ -105,18 +119,26 @@ class AuthMiddleware:
         self.auth_outcomes: Counter[int] = Counter() if auth_outcomes is None else auth_outcomes
         # gateway mode: a response may already carry the upstream's X-Bapi-Limit* (they win)
         self.upstream_limit_headers = upstream_limit_headers
+        # None: no usage log (lastUsedAt then comes from last_used)
+        self.usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _PASS_THROUGH:
             await self.app(scope, receive, send)
             return
+        usage = self.usage
+        started_ns = time.perf_counter_ns() if usage is not None else 0
         started = False
         decision: Decision | None = None
+        # what was answered (read only with the usage log): HTTP status, body bytes, retCode
+        status = sent_bytes = 0
+        ret_code = -1
 
         async def tracking_send(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status, sent_bytes, ret_code
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 # the app's own X-Bapi-Limit* win (gateway mode, kind bybit: the upstream's)
                 if decision is not None and not (
                     self.upstream_limit_headers and _has_limit_headers(message["headers"])
@@ -125,6 +147,11 @@ class AuthMiddleware:
                         **message,
                         "headers": [*message["headers"], *limit_headers(decision)],
                     }
+            elif usage is not None:
+                body = message.get("body", b"")
+                if not sent_bytes and body:
+                    ret_code = ret_code_of(body)
+                sent_bytes += len(body)
             await send(message)
 
         try:
@@ -132,11 +159,35 @@ class AuthMiddleware:
             await self.app(scope, replay, tracking_send)
         except KeyplaneError as exc:
             if not started:
-                await self._send_error(send, exc, decision)
+                status, sent_bytes = await self._send_error(send, exc, decision)
+                ret_code = exc.ret_code
         except Exception:  # the last guard: log it, answer 10016, keep serving
             log.exception("unhandled error", path=scope.get("path"))
             if not started:
-                await self._send_error(send, KeyplaneError(), decision)
+                fault = KeyplaneError()
+                status, sent_bytes = await self._send_error(send, fault, decision)
+                ret_code = fault.ret_code
+        finally:
+            facts = scope.get(_USAGE_SCOPE_KEY) if usage is not None else None
+            if facts is not None and usage is not None:
+                # UsageFields order (keyplane.usage.model); the writer builds the UsageEvent
+                usage.emit(
+                    (
+                        facts[6] or self.clock.now_ms(),
+                        facts[0],
+                        facts[1],
+                        facts[2],
+                        scope["method"],
+                        scope["path"],
+                        status,
+                        ret_code,
+                        facts[4],
+                        sent_bytes,
+                        (time.perf_counter_ns() - started_ns) // 1000,
+                        facts[5],
+                        facts[3],
+                    )
+                )
 
     async def _admit(self, scope: Scope, receive: Receive) -> tuple[Receive, Decision | None]:
         """Check the request; returns the receive() for the app and the key's limit decision."""
@@ -157,15 +208,27 @@ class AuthMiddleware:
         if policy.public:
             params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
         else:
+            facts: list[Any] | None = None
             try:
                 headers = parse_auth_headers(scope["headers"])
+                if self.usage is not None:
+                    # [api_key, key_id, uid, authenticated, request_bytes, client_ip, at_ms]
+                    facts = [headers.api_key[:_MAX_API_KEY], None, None, False, len(body)]
+                    facts += [client_ip, 0]
+                    scope[_USAGE_SCOPE_KEY] = facts
                 found, entry = self.cache.peek(headers.api_key)
                 if not found:
                     entry = await anyio.to_thread.run_sync(self.cache.load, headers.api_key)
                 get = method == "GET"
                 payloads = query_sign_candidates(raw_query) if get else (body,)
                 now = self.clock.now_ms()
+                if facts is not None:
+                    facts[6] = now
+                    if entry is not None:
+                        facts[1], facts[2] = entry.key.id, entry.key.uid
                 context = authenticate(headers, payloads, entry, client_ip=client_ip, now_ms=now)
+                if facts is not None:
+                    facts[3] = True  # the signature verified
                 params = parse_query(raw_query) if get else _parse_json_body(body)
                 raw_category = params.get("category")
                 category = raw_category if isinstance(raw_category, str) else None
@@ -176,9 +239,13 @@ class AuthMiddleware:
                     decision = await limits.check_key(context, policy, category, now)
             except KeyplaneError as exc:
                 self.auth_outcomes[exc.ret_code] += 1
+                if facts is not None and facts[1] is not None and facts[6]:
+                    # refused inside authenticate() after the signature verified (10007, ...)
+                    facts[3] = facts[3] or exc.ret_code not in _UNVERIFIED
                 raise
             self.auth_outcomes[0] += 1
-            self.last_used.mark(context.key.id, now)
+            if facts is None:  # with the usage log, the writer sets lastUsedAt from the stream
+                self.last_used.mark(context.key.id, now)
             scope[AUTH_SCOPE_KEY] = context
         scope[PARAMS_SCOPE_KEY] = params
         return (receive if read is None else _replay(read, receive)), decision
@@ -220,7 +287,8 @@ class AuthMiddleware:
 
     async def _send_error(
         self, send: Send, exc: KeyplaneError, decision: Decision | None = None
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Answer exc as a V5 envelope; returns (HTTP status, body bytes) for the usage log."""
         body = envelope_bytes(
             None, now_ms=self.clock.now_ms(), ret_code=exc.ret_code, ret_msg=exc.ret_msg
         )
@@ -232,10 +300,10 @@ class AuthMiddleware:
             decision = Decision(False, exc.limit, 0, exc.reset_at_ms)
         if decision is not None:
             headers += limit_headers(decision)
-        await send(
-            {"type": "http.response.start", "status": http_status_for(exc), "headers": headers}
-        )
+        status = http_status_for(exc)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        return status, len(body)
 
 
 def _has_limit_headers(headers: Sequence[tuple[bytes, bytes]]) -> bool:

@@ -1,12 +1,49 @@
-"""lastUsedAt bookkeeping off the request path: marks in memory, flushed to the store in batches."""
+"""Usage bookkeeping off the request path.
+
+UsageSink: where the auth middleware hands each request's UsageEvent (keyplane.usage.writer's
+UsageWriter in the app). LastUsedRecorder: lastUsedAt marks when the usage log is off (with it
+on, the writer sets lastUsedAt from the usage stream itself).
+"""
 
 from __future__ import annotations
 
+import re
 import threading
+from typing import Protocol
 
 from keyplane.store.protocol import Store
+from keyplane.usage.model import UsageEvent, UsageFields
 
-__all__ = ["LastUsedRecorder"]
+__all__ = ["LastUsedRecorder", "UsageSink", "ret_code_of"]
+
+_RET_CODE = re.compile(rb'"retCode"\s*:\s*(-?\d+)')
+_ENVELOPE_HEAD = b'{"retCode":'
+
+
+class UsageSink(Protocol):
+    """Takes one usage row per request (a UsageEvent, or its UsageFields tuple without row_id);
+    must not block or do I/O (hot path)."""
+
+    def emit(self, event: UsageEvent | UsageFields) -> None:
+        """Queue the row."""
+        ...
+
+
+def ret_code_of(body: bytes) -> int:
+    """The retCode of a V5 envelope from its first body chunk; -1 when it holds none.
+
+    keyplane's own envelopes start with {"retCode":N, (a slice, no JSON parse); other bodies
+    (gateway upstream replies) are searched in their first 512 bytes.
+    """
+    if body.startswith(_ENVELOPE_HEAD):
+        end = body.find(b",", len(_ENVELOPE_HEAD))
+        digits = body[len(_ENVELOPE_HEAD) : end if end > 0 else None]
+        try:
+            return int(digits)
+        except ValueError:
+            pass
+    found = _RET_CODE.search(body[:512])
+    return int(found.group(1)) if found else -1
 
 
 class LastUsedRecorder:

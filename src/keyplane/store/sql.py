@@ -558,18 +558,21 @@ class SqlStore:
         return PurgeResult(purged_rows, keys, checkpoint)
 
     def append_usage(self, rows: Sequence[UsageEvent]) -> int:
-        """Insert rows in one transaction (INSERT ... ON CONFLICT (row_id) DO NOTHING, sent as
-        multi-row VALUES pages); returns how many were new. No revision bump, no revision lock
-        (usage writes never wait on key changes). Raises ValueError on an empty row_id, and the
-        driver's error (sqlalchemy.exc.OperationalError, ...) when the database fails.
+        """Insert rows in one transaction with one DBAPI executemany of INSERT ... ON CONFLICT
+        (row_id) DO NOTHING (sqlite3's C loop; psycopg's pipelined executemany); returns how
+        many were new. No revision bump, no revision lock (usage writes never wait on key
+        changes). Raises ValueError on an empty row_id, and the driver's error
+        (sqlalchemy.exc.OperationalError, ...) when the database fails.
         """
         check_usage_rows(rows)
         if not rows:
             return 0
-        stmt = _insert_usage_ignoring_duplicates(self._engine.dialect.name)
+        marker = "%s" if self._engine.dialect.name == "postgresql" else "?"
+        sql = _USAGE_INSERT.format(values=", ".join([marker] * len(_USAGE_COLUMNS)))
+        params = [_usage_params(r) for r in rows]
         with self._writer.begin() as conn:
-            result = conn.execute(stmt, [_usage_values(r) for r in rows])
-            return len(result.all())
+            result = conn.exec_driver_sql(sql, params)
+            return max(int(result.rowcount), 0)
 
     def usage_summary(
         self, *, api_key: str | None = None, since_ms: int | None = None, by: UsageBy = "endpoint"
@@ -706,42 +709,49 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _insert_usage_ignoring_duplicates(dialect: str) -> Any:
-    """INSERT INTO usage_log ... ON CONFLICT (row_id) DO NOTHING RETURNING row_id."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+#: usage_log columns in the order of _usage_params.
+_USAGE_COLUMNS = (
+    "row_id",
+    "at_ms",
+    "key_id",
+    "uid",
+    "api_key",
+    "method",
+    "path",
+    "http_status",
+    "ret_code",
+    "request_bytes",
+    "response_bytes",
+    "latency_us",
+    "client_ip",
+    "authenticated",
+)
+#: the usage INSERT with {values} = one DBAPI marker per column ("?" sqlite3, "%s" psycopg).
+_USAGE_INSERT = (
+    "INSERT INTO usage_log (row_id, at_ms, key_id, uid, api_key, method, path, http_status, "
+    "ret_code, request_bytes, response_bytes, latency_us, client_ip, authenticated) "
+    "VALUES ({values}) ON CONFLICT (row_id) DO NOTHING"
+)
 
-        return (
-            pg_insert(usage_log)
-            .on_conflict_do_nothing(index_elements=["row_id"])
-            .returning(usage_log.c.row_id)
-        )
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+def _usage_params(row: UsageEvent) -> tuple[Any, ...]:
+    """DBAPI parameters of one row, in _USAGE_COLUMNS order (texts cut to their columns)."""
     return (
-        sqlite_insert(usage_log)
-        .on_conflict_do_nothing(index_elements=["row_id"])
-        .returning(usage_log.c.row_id)
+        row.row_id,
+        row.at_ms,
+        row.key_id,
+        row.uid,
+        row.api_key[:MAX_API_KEY_LENGTH],
+        row.method[:8],
+        row.path[:255],
+        row.http_status,
+        row.ret_code,
+        row.request_bytes,
+        row.response_bytes,
+        row.latency_us,
+        row.client_ip[:64],
+        row.authenticated,
     )
-
-
-def _usage_values(row: UsageEvent) -> dict[str, Any]:
-    return {
-        "row_id": row.row_id,
-        "at_ms": row.at_ms,
-        "key_id": row.key_id,
-        "uid": row.uid,
-        "api_key": row.api_key[:MAX_API_KEY_LENGTH],
-        "method": row.method[:8],
-        "path": row.path[:255],
-        "http_status": row.http_status,
-        "ret_code": row.ret_code,
-        "request_bytes": row.request_bytes,
-        "response_bytes": row.response_bytes,
-        "latency_us": row.latency_us,
-        "client_ip": row.client_ip[:64],
-        "authenticated": row.authenticated,
-    }
 
 
 def _forward(ms: int) -> ColumnElement[Any]:

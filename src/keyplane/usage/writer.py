@@ -32,7 +32,7 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import anyio
@@ -41,7 +41,7 @@ import structlog
 from keyplane.audit.events import AuditEvent
 from keyplane.clock import Clock, SystemClock
 from keyplane.store.protocol import Store
-from keyplane.usage.model import UsageEvent
+from keyplane.usage.model import UsageEvent, UsageFields
 
 __all__ = ["LOST_ACTION", "UsageWriter", "last_used_of"]
 
@@ -95,7 +95,7 @@ class UsageWriter:
         self.replayed = 0
         self.lost = 0
         self._lost_unreported = 0
-        self._queue: deque[UsageEvent] = deque()
+        self._queue: deque[UsageEvent | UsageFields] = deque()
         self._seq = itertools.count(1)
         self._flush_lock = threading.Lock()
         self._spill_lock = threading.Lock()
@@ -113,8 +113,9 @@ class UsageWriter:
         """(queue depth, rows written, rows spilled, rows replayed, rows lost) so far."""
         return len(self._queue), self.written, self.spilled, self.replayed, self.lost
 
-    def emit(self, event: UsageEvent) -> None:
-        """Queue one row (hot path: no I/O unless the queue is full, then one spill append)."""
+    def emit(self, event: UsageEvent | UsageFields) -> None:
+        """Queue one row, a UsageEvent or its UsageFields tuple (hot path: no I/O unless the
+        queue is full, then one spill append)."""
         queue = self._queue
         if len(queue) >= self.queue_max:
             self._spill([self._with_id(event)], sync=False)
@@ -167,10 +168,29 @@ class UsageWriter:
             batch.append(self._with_id(queue.popleft()))
         return batch
 
-    def _with_id(self, event: UsageEvent) -> UsageEvent:
-        if event.row_id:
-            return event
-        return replace(event, row_id=f"{self.node_id}-{next(self._seq)}")
+    def _with_id(self, e: UsageEvent | UsageFields) -> UsageEvent:
+        """The row as a UsageEvent with a row_id ("<node id>-<sequence>")."""
+        if isinstance(e, tuple):
+            return UsageEvent(*e, f"{self.node_id}-{next(self._seq)}")
+        if e.row_id:
+            return e
+        # the positional constructor: several times cheaper than dataclasses.replace
+        return UsageEvent(
+            e.at_ms,
+            e.api_key,
+            e.key_id,
+            e.uid,
+            e.method,
+            e.path,
+            e.http_status,
+            e.ret_code,
+            e.request_bytes,
+            e.response_bytes,
+            e.latency_us,
+            e.client_ip,
+            e.authenticated,
+            f"{self.node_id}-{next(self._seq)}",
+        )
 
     def _store(self, rows: Sequence[UsageEvent]) -> bool:
         """Append rows and move lastUsedAt; False (logged, no exception) when the store fails."""
