@@ -1,4 +1,4 @@
-"""`keyplane` commands: init, serve, accounts, keys, kek, upstream, audit, maintenance.
+"""`keyplane` commands: init, serve, accounts, keys, kek, upstream, audit, maintenance, usage.
 
 Every command takes `--db URL` (else KEYPLANE_DATABASE_URL, else sqlite:///./keyplane.db);
 commands that print data take `--json` (stdout then holds exactly one JSON document).
@@ -25,6 +25,7 @@ from keyplane.cli.common import (
 )
 from keyplane.cli.output import console, err_console, print_json, print_kv, print_table
 from keyplane.cli.upstream import upstream_app
+from keyplane.cli.usage import usage
 from keyplane.keys import (
     ApiKey,
     IpAllowlist,
@@ -58,6 +59,7 @@ app.add_typer(kek_app, name="kek")
 app.add_typer(upstream_app, name="upstream")
 app.add_typer(audit_app, name="audit")
 app.add_typer(maintenance_app, name="maintenance")
+app.command("usage")(usage)
 
 LimitOption = Annotated[
     list[str] | None,
@@ -196,6 +198,21 @@ def serve(
             help="Seconds for each of connect/read to the upstream (KEYPLANE_UPSTREAM_TIMEOUT_S).",
         ),
     ] = None,
+    usage_log: Annotated[
+        bool | None,
+        typer.Option(
+            "--usage-log/--no-usage-log",
+            help="One usage row per request naming an api key (KEYPLANE_USAGE_LOG; default on).",
+        ),
+    ] = None,
+    usage_spill_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--usage-spill-path",
+            help="File usage rows spill to while the database is down "
+            "(KEYPLANE_USAGE_SPILL_PATH; default beside a SQLite database, else ./).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly.
@@ -223,6 +240,10 @@ def serve(
         overrides["upstream_kind"] = upstream_kind
     if upstream_timeout is not None:
         overrides["upstream_timeout_s"] = upstream_timeout
+    if usage_log is not None:
+        overrides["usage_log"] = usage_log
+    if usage_spill_path is not None:
+        overrides["usage_spill_path"] = usage_spill_path
     try:
         settings = Settings.model_validate({**settings_for(db).model_dump(), **overrides})
     except ValueError as exc:
