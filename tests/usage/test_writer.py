@@ -180,6 +180,25 @@ class TestUsageWriter:
         anyio.run(main)
         assert stored(store, api_key) == 25
 
+    def test_shutdown_during_an_outage_spills_the_queue(
+        self, store: SqlStore, key: tuple[str, int], tmp_path: Path
+    ) -> None:
+        """drain() with the store down writes the queue to the spill file; the next node
+        (same spill path) replays it once the store answers."""
+        api_key, key_id = key
+        flaky = FlakyStore(store)
+        flaky.down = True
+        spill = tmp_path / "spill.jsonl"
+        writer = UsageWriter(flaky, spill_path=spill)  # type: ignore[arg-type]
+        for i in range(12):
+            writer.emit(event(api_key, key_id, T0 + i))
+        assert anyio.run(writer.drain) == 12
+        assert len(spill.read_text().splitlines()) == 12
+        assert stored(store, api_key) == 0
+        UsageWriter(store, spill_path=spill).flush()  # the restarted node
+        assert stored(store, api_key) == 12
+        assert not spill.exists()
+
     def test_failed_spill_counts_lost_rows_and_audits_them(
         self, store: SqlStore, key: tuple[str, int], tmp_path: Path
     ) -> None:
