@@ -20,11 +20,11 @@ from keyplane.service import KeyService
 from keyplane.settings import Settings
 from keyplane.store import open_store
 from keyplane.testing import running_server
-from tests._keys import issue_key
+from tests._keys import KeyIssuer
 
 
 @dataclass
-class Server:
+class Server(KeyIssuer):
     """A running server plus the first master key and a service to make more keys."""
 
     url: str
@@ -35,25 +35,6 @@ class Server:
     api_key: str
     secret: str
     service: KeyService
-
-    def new_key(
-        self,
-        *,
-        permissions: str = "Spot:SpotTrade,ContractTrade:Order,Wallet:AccountTransfer",
-        read_only: bool = False,
-        ips: str = "*",
-        uid: int | None = None,
-        rsa_public_key: str | None = None,
-    ) -> tuple[str, str]:
-        """(apiKey, secret) of a fresh key on the master account (or uid)."""
-        return issue_key(
-            self.service,
-            uid or self.uid,
-            permissions=permissions,
-            read_only=read_only,
-            ips=ips,
-            rsa_public_key=rsa_public_key,
-        )
 
 
 @pytest.fixture

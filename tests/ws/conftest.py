@@ -21,7 +21,7 @@ from keyplane.settings import Settings
 from keyplane.signing import sign_hmac, ws_string_to_sign
 from keyplane.store import MemoryStore
 from keyplane.testing import running_server
-from tests._keys import issue_key
+from tests._keys import KeyIssuer
 
 
 class FlakyStore(MemoryStore):
@@ -36,8 +36,10 @@ class FlakyStore(MemoryStore):
 
 
 @dataclass
-class WsServer:
+class WsServer(KeyIssuer):
     """A running app, its base ws:// URL, the master account and a way to make keys."""
+
+    default_permissions = "Spot:SpotTrade,ContractTrade:Order"
 
     app: Starlette
     url: str
@@ -45,25 +47,6 @@ class WsServer:
     store: FlakyStore
     service: KeyService
     uid: int
-
-    def new_key(
-        self,
-        *,
-        permissions: str = "Spot:SpotTrade,ContractTrade:Order",
-        read_only: bool = False,
-        ips: str = "*",
-        uid: int | None = None,
-        rsa_public_key: str | None = None,
-    ) -> tuple[str, str]:
-        """(apiKey, secret) of a fresh key ("" secret for RSA keys)."""
-        return issue_key(
-            self.service,
-            uid or self.uid,
-            permissions=permissions,
-            read_only=read_only,
-            ips=ips,
-            rsa_public_key=rsa_public_key,
-        )
 
     def connect(self, path: str = "/v5/private") -> Client:
         """A raw WebSocket client on path."""
