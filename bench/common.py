@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +24,13 @@ from types import FrameType
 import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from keyplane.clock import SystemClock
 from keyplane.keys import KeyEncryptionKey, Permissions, RateOverrides
 from keyplane.service import KeyService
 from keyplane.signing import sign_hmac, string_to_sign
-from keyplane.store.sql import normalize_url
 from keyplane.testing import free_port
+from keyplane.testing import postgres_schema as testing_postgres_schema
 
 __all__ = [
     "DEFAULT_POSTGRES_URL",
@@ -315,28 +312,9 @@ def redis_command_counts(client: redis.Redis) -> dict[str, int]:
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------
-@contextlib.contextmanager
-def postgres_schema(url: str = DEFAULT_POSTGRES_URL) -> Iterator[str]:
-    """CREATE SCHEMA kp_bench_<random>; yield a URL whose connections use it; drop it after.
-
-    The URL sets `options=-csearch_path=<schema>` (same form as tests/_services.py), so the
-    store's tables and alembic_version live in the fresh schema.
-    """
-    schema = f"kp_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        parsed = make_url(url)
-        options = f"{parsed.query.get('options', '')} -csearch_path={schema}".strip()
-        scoped = parsed.update_query_dict({"options": options})
-        try:
-            yield scoped.render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+def postgres_schema(url: str = DEFAULT_POSTGRES_URL) -> contextlib.AbstractContextManager[str]:
+    """A fresh schema kp_bench_<random>, dropped afterwards (keyplane.testing.postgres_schema)."""
+    return testing_postgres_schema(url, prefix="kp_bench_")
 
 
 # --- /metrics ----------------------------------------------------------------------------------

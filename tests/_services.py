@@ -16,18 +16,17 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from keyplane.store.sql import display_url, normalize_url
+from keyplane.testing import postgres_schema
 
 __all__ = [
     "DEFAULT_POSTGRES_URL",
@@ -78,28 +77,9 @@ def postgres_url_or_skip() -> str:
     return raw
 
 
-@contextmanager
-def fresh_postgres_schema(url: str) -> Iterator[str]:
-    """Create schema kp_test_<random>, yield a URL whose connections use it, then drop it.
-
-    The yielded URL sets `options=-csearch_path=<schema>`, so unqualified tables (and Alembic's
-    alembic_version) live in the fresh schema; parallel test runs never share tables.
-    """
-    schema = f"kp_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        parsed = make_url(url)
-        options = f"{parsed.query.get('options', '')} -csearch_path={schema}".strip()
-        scoped = parsed.update_query_dict({"options": options})
-        try:
-            yield scoped.render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
+def fresh_postgres_schema(url: str) -> AbstractContextManager[str]:
+    """A fresh schema kp_test_<random> on url, dropped afterwards (keyplane.testing)."""
+    return postgres_schema(url, prefix="kp_test_")
 
 
 @functools.cache

@@ -64,6 +64,7 @@ PUBLIC = {
         "NodeProcess",
         "free_port",
         "node_process",
+        "postgres_schema",
         "running_server",
     },
     "keyplane.service": {"InitResult", "IssuedKey", "KeyService", "MASTER_KEY_EXCLUDED"},

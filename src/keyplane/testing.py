@@ -16,17 +16,21 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp
 
 from keyplane.clock import FrozenClock
 from keyplane.http.server import uvicorn_config
 from keyplane.store.memory import MemoryStore
+from keyplane.store.sql import normalize_url
 
 __all__ = [
     "FrozenClock",
@@ -34,6 +38,7 @@ __all__ = [
     "NodeProcess",
     "free_port",
     "node_process",
+    "postgres_schema",
     "running_server",
 ]
 
@@ -124,3 +129,28 @@ def node_process(
     finally:
         if process.poll() is None:
             node.stop()
+
+
+@contextmanager
+def postgres_schema(url: str, *, prefix: str = "kp_test_") -> Iterator[str]:
+    """Create schema <prefix><random>, yield a URL whose connections use it, then drop it.
+
+    url: a PostgreSQL SQLAlchemy URL. The yielded URL sets `options=-csearch_path=<schema>`,
+    so unqualified tables (and Alembic's alembic_version) live in the fresh schema; parallel
+    runs never share tables. The schema is dropped (CASCADE) on exit, also after an error.
+    """
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        parsed = make_url(url)
+        options = f"{parsed.query.get('options', '')} -csearch_path={schema}".strip()
+        scoped = parsed.update_query_dict({"options": options})
+        try:
+            yield scoped.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
