@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         (and the queue length that triggers an early flush).
     usage_spill_path: the JSON-lines file rows spill to while the database is down (default:
         keyplane-usage.spill.jsonl beside a SQLite database, else in the working directory).
+    anomaly_detection: bool, run the anomaly rules over the usage stream and carry out their
+        responses (keyplane.anomaly.guard) (KEYPLANE_ANOMALY_DETECTION).
+    anomaly_responses: per-rule response overrides, "new_network=suspend,rate_spike=record"
+        (KEYPLANE_ANOMALY_RESPONSES); rules: rate_spike, new_network,
+        sensitive_call_new_network, failed_signature_burst; responses: record, alert, suspend.
+    webhook_url / webhook_secret: alerts POSTed as signed JSON (KEYPLANE_WEBHOOK_URL,
+        KEYPLANE_WEBHOOK_SECRET; the secret is required with the URL).
+    smtp_url: "smtp://user:pass@host:port" or "smtp+starttls://..." (KEYPLANE_SMTP_URL);
+        alerts emailed from alert_email_from to alert_email_to (comma-separated addresses).
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -72,6 +81,21 @@ class Settings(BaseSettings):
     usage_flush_ms: int = Field(default=1000, gt=0)
     usage_batch_rows: int = Field(default=5000, gt=0)
     usage_spill_path: Path | None = None
+    anomaly_detection: bool = True
+    anomaly_responses: str = ""
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    smtp_url: SecretStr | None = None
+    alert_email_from: str | None = None
+    alert_email_to: str | None = None
+
+    @field_validator("anomaly_responses")
+    @classmethod
+    def _check_anomaly_responses(cls, value: str) -> str:
+        from keyplane.anomaly.guard import parse_responses  # here: keyplane.anomaly imports more
+
+        parse_responses(value)
+        return value
 
     @field_validator("ip_limit")
     @classmethod

@@ -1,7 +1,14 @@
 """Anomaly detection: per-key rules over the usage stream, each with a graded response
-(record, alert, suspend)."""
+(record, alert, suspend), and the guard that carries those responses out."""
 
 from keyplane.anomaly.detector import AnomalyDetector, default_rules
+from keyplane.anomaly.guard import (
+    FLAG_ACTION,
+    AnomalyGuard,
+    GuardStats,
+    notifiers_from_settings,
+    parse_responses,
+)
 from keyplane.anomaly.rules import (
     SENSITIVE_PATHS,
     FailedSignatureBurst,
@@ -15,10 +22,13 @@ from keyplane.anomaly.rules import (
 )
 
 __all__ = [
+    "FLAG_ACTION",
     "SENSITIVE_PATHS",
     "AnomalyDetector",
+    "AnomalyGuard",
     "FailedSignatureBurst",
     "Flag",
+    "GuardStats",
     "NewNetwork",
     "RateSpike",
     "Response",
@@ -26,4 +36,6 @@ __all__ = [
     "SensitiveCallFromNewNetwork",
     "default_rules",
     "network_of",
+    "notifiers_from_settings",
+    "parse_responses",
 ]

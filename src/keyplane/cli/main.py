@@ -213,6 +213,48 @@ def serve(
             "(KEYPLANE_USAGE_SPILL_PATH; default beside a SQLite database, else ./).",
         ),
     ] = None,
+    anomaly_detection: Annotated[
+        bool | None,
+        typer.Option(
+            "--anomaly-detection/--no-anomaly-detection",
+            help="Run the anomaly rules over the usage stream: audit, alert, suspend "
+            "(KEYPLANE_ANOMALY_DETECTION; default on).",
+        ),
+    ] = None,
+    anomaly_responses: Annotated[
+        str | None,
+        typer.Option(
+            "--anomaly-responses",
+            help='Per-rule responses like "new_network=suspend,rate_spike=record" '
+            "(KEYPLANE_ANOMALY_RESPONSES).",
+        ),
+    ] = None,
+    webhook_url: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-url",
+            help="POST signed alerts here (KEYPLANE_WEBHOOK_URL; the secret comes from "
+            "KEYPLANE_WEBHOOK_SECRET).",
+        ),
+    ] = None,
+    smtp_url: Annotated[
+        str | None,
+        typer.Option(
+            "--smtp-url",
+            help="Email alerts via smtp://user:pass@host:port or smtp+starttls://... "
+            "(KEYPLANE_SMTP_URL; prefer the env var, it holds a password).",
+        ),
+    ] = None,
+    alert_email_from: Annotated[
+        str | None,
+        typer.Option("--alert-email-from", help="From address (KEYPLANE_ALERT_EMAIL_FROM)."),
+    ] = None,
+    alert_email_to: Annotated[
+        str | None,
+        typer.Option(
+            "--alert-email-to", help="Comma-separated To addresses (KEYPLANE_ALERT_EMAIL_TO)."
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly.
@@ -222,6 +264,7 @@ def serve(
     """
     import uvicorn
 
+    from keyplane.anomaly import notifiers_from_settings
     from keyplane.http.app import create_app
     from keyplane.http.server import uvicorn_config
 
@@ -244,8 +287,19 @@ def serve(
         overrides["usage_log"] = usage_log
     if usage_spill_path is not None:
         overrides["usage_spill_path"] = usage_spill_path
+    for name, value in (
+        ("anomaly_detection", anomaly_detection),
+        ("anomaly_responses", anomaly_responses),
+        ("webhook_url", webhook_url),
+        ("smtp_url", smtp_url),
+        ("alert_email_from", alert_email_from),
+        ("alert_email_to", alert_email_to),
+    ):
+        if value is not None:
+            overrides[name] = value
     try:
         settings = Settings.model_validate({**settings_for(db).model_dump(), **overrides})
+        notifiers_from_settings(settings)  # a half-configured notifier fails here, not later
     except ValueError as exc:
         fail(f"invalid setting: {exc}")
     with service_for(settings.database_url) as service:

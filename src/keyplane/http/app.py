@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import anyio
+import httpx
 import structlog
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -13,6 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyplane.anomaly import (
+    AnomalyDetector,
+    AnomalyGuard,
+    default_rules,
+    notifiers_from_settings,
+    parse_responses,
+)
 from keyplane.auth.cache import KeyCache
 from keyplane.clock import Clock, SystemClock
 from keyplane.errors import KeyplaneError
@@ -23,7 +31,7 @@ from keyplane.http.key_management import key_management_routes
 from keyplane.http.limits import RequestLimits
 from keyplane.http.metrics import Metrics, metrics_endpoint
 from keyplane.http.middleware import AuthMiddleware
-from keyplane.http.usage import LastUsedRecorder
+from keyplane.http.usage import FanOutSink, LastUsedRecorder, UsageSink
 from keyplane.keys import KeyEncryptionKey
 from keyplane.logs import configure_logging
 from keyplane.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -113,6 +121,9 @@ def create_app(
     With settings.usage_log (default on) every request naming an api key becomes a usage row,
     written in batches by keyplane.usage.writer.UsageWriter (spilled to
     settings.usage_spill_file() while the store is down; the queue is drained on shutdown).
+    With settings.anomaly_detection (default on) the usage stream also feeds an AnomalyGuard
+    (keyplane.anomaly.guard) that audits flags, alerts the notifiers of settings (webhook,
+    email) and suspends keys. Raises ValueError for invalid anomaly or notifier settings.
     """
     configure_logging()
     settings = settings or Settings()
@@ -137,6 +148,22 @@ def create_app(
             clock=the_clock,
         )
         metrics.watch_usage(usage.stats)
+    guard: AnomalyGuard | None = None
+    alert_http: httpx.AsyncClient | None = None
+    if settings.anomaly_detection:
+        alert_http = httpx.AsyncClient() if settings.webhook_url else None
+        guard = AnomalyGuard(
+            service,
+            cache,
+            detector=AnomalyDetector(default_rules(parse_responses(settings.anomaly_responses))),
+            notifiers=notifiers_from_settings(settings, http=alert_http),
+            clock=the_clock,
+            last_used=last_used if usage is None else None,
+        )
+        metrics.watch_anomaly(guard.stats)
+    sink: UsageSink | None = usage
+    if guard is not None:
+        sink = guard if usage is None else FanOutSink(usage, guard)
     if gateway is not None:
         metrics.watch_gateway(lambda: (gateway.requests, gateway.failures))
     limits = RequestLimits(
@@ -165,6 +192,8 @@ def create_app(
             tasks.start_soon(_flush_last_used, the_store, last_used, settings.last_used_flush_ms)
             if usage is not None:
                 tasks.start_soon(usage.run)
+            if guard is not None:
+                tasks.start_soon(guard.run)
             upstream: contextlib.AbstractAsyncContextManager[None] = (
                 gateway.running() if gateway is not None else contextlib.nullcontext()
             )
@@ -176,6 +205,8 @@ def create_app(
         await anyio.to_thread.run_sync(last_used.flush, the_store)
         if usage is not None:
             await usage.drain()
+        if alert_http is not None:
+            await alert_http.aclose()
         await limits.limiter.close()
         if owns_store:
             the_store.close()
@@ -199,7 +230,7 @@ def create_app(
                 limits=limits,
                 auth_outcomes=metrics.auth_outcomes,
                 upstream_limit_headers=gateway is not None,
-                usage=usage,
+                usage=sink,
                 max_body_bytes=settings.max_body_bytes,
                 trusted_proxies=settings.trusted_proxies,
             )
@@ -215,6 +246,7 @@ def create_app(
     app.state.limits = limits
     app.state.metrics = metrics
     app.state.usage = usage
+    app.state.anomaly_guard = guard
     app.state.venue = venue or VenueState(VenueConfig())
     app.state.gateway = gateway
     ws_hub = WsHub(

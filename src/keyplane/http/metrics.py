@@ -18,12 +18,16 @@ Series (all counters are totals since the process started):
 - keyplane_usage_queue_depth (gauge), keyplane_usage_rows_written_total, _spilled_total,
   _replayed_total, _lost_total: the usage log writer (keyplane.usage.writer); lost rows could be
   neither stored nor spilled, and are also audited as "usage.rows.lost".
+- keyplane_anomaly_flags_total{rule,response}, keyplane_anomaly_suspensions_total,
+  keyplane_alerts_sent_total{notifier}, keyplane_alerts_failed_total{notifier},
+  keyplane_anomaly_events_dropped_total: the anomaly guard (keyplane.anomaly.guard).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -31,7 +35,23 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["Metrics", "metrics_endpoint"]
+__all__ = ["AnomalyCounts", "Metrics", "metrics_endpoint"]
+
+
+class AnomalyCounts(Protocol):
+    """What watch_anomaly reads (keyplane.anomaly.guard.GuardStats has this shape)."""
+
+    @property
+    def flags(self) -> Mapping[tuple[str, str], int]: ...  # (rule, response) -> flags
+    @property
+    def suspensions(self) -> int: ...
+    @property
+    def alerts_sent(self) -> Mapping[str, int]: ...  # notifier name -> alerts delivered
+    @property
+    def alerts_failed(self) -> Mapping[str, int]: ...  # notifier name -> alerts given up on
+    @property
+    def dropped(self) -> int: ...
+
 
 #: propagation-lag buckets, seconds: the target is p99 < 0.1 s, never above 1 s.
 _LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -59,6 +79,7 @@ class Metrics:
         self._round_trips: Callable[[], int] | None = None
         self._gateway: Callable[[], tuple[int, int]] | None = None
         self._usage: Callable[[], tuple[int, int, int, int, int]] | None = None
+        self._anomaly: Callable[[], AnomalyCounts] | None = None
         self.registry.register(_Collector(self))
 
     def watch_limiter(self, decisions: Counter[str]) -> None:
@@ -80,6 +101,11 @@ class Metrics:
     def watch_usage(self, stats: Callable[[], tuple[int, int, int, int, int]]) -> None:
         """stats() -> (queue depth, rows written, spilled, replayed, lost) of the usage writer."""
         self._usage = stats
+
+    def watch_anomaly(self, stats: Callable[[], AnomalyCounts]) -> None:
+        """stats() -> the anomaly guard's counters: flags by (rule, response), suspensions,
+        alerts sent and failed by notifier, events dropped."""
+        self._anomaly = stats
 
     def watch_websockets(self, count: Callable[[], int]) -> None:
         """count() -> open private WebSocket connections."""
@@ -147,6 +173,8 @@ class _Collector(Collector):
             )
         if self._m._usage is not None:
             yield from _usage_series(*self._m._usage())
+        if self._m._anomaly is not None:
+            yield from _anomaly_series(self._m._anomaly())
         yield GaugeMetricFamily(
             "keyplane_websocket_connections",
             "Open private WebSocket connections.",
@@ -167,6 +195,35 @@ def _usage_series(
         ("lost", lost, "Usage rows neither stored nor spilled (also audited)."),
     ):
         yield CounterMetricFamily(f"keyplane_usage_rows_{name}", text, value=value)
+
+
+def _anomaly_series(stats: AnomalyCounts) -> Iterable[Metric]:
+    flags = CounterMetricFamily(
+        "keyplane_anomaly_flags",
+        "Anomaly rule flags by rule and configured response.",
+        labels=["rule", "response"],
+    )
+    for (rule, response), count in sorted(stats.flags.items()):
+        flags.add_metric([rule, response], count)
+    yield flags
+    yield CounterMetricFamily(
+        "keyplane_anomaly_suspensions",
+        "Keys suspended by an anomaly rule on this node.",
+        value=stats.suspensions,
+    )
+    for name, counts, text in (
+        ("sent", stats.alerts_sent, "Alerts delivered, by notifier."),
+        ("failed", stats.alerts_failed, "Alerts a notifier gave up on, by notifier."),
+    ):
+        family = CounterMetricFamily(f"keyplane_alerts_{name}", text, labels=["notifier"])
+        for notifier, count in sorted(counts.items()):
+            family.add_metric([notifier], count)
+        yield family
+    yield CounterMetricFamily(
+        "keyplane_anomaly_events_dropped",
+        "Usage events the anomaly guard dropped (its queue was full).",
+        value=stats.dropped,
+    )
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -1,8 +1,9 @@
 """Usage bookkeeping off the request path.
 
 UsageSink: where the auth middleware hands each request's UsageEvent (keyplane.usage.writer's
-UsageWriter in the app). LastUsedRecorder: lastUsedAt marks when the usage log is off (with it
-on, the writer sets lastUsedAt from the usage stream itself).
+UsageWriter in the app; with anomaly detection, a FanOutSink to it and the AnomalyGuard).
+LastUsedRecorder: lastUsedAt marks when the usage log is off (with it on, the writer sets
+lastUsedAt from the usage stream itself).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Protocol
 from keyplane.store.protocol import Store
 from keyplane.usage.model import UsageEvent, UsageFields
 
-__all__ = ["LastUsedRecorder", "UsageSink", "ret_code_of"]
+__all__ = ["FanOutSink", "LastUsedRecorder", "UsageSink", "ret_code_of"]
 
 _RET_CODE = re.compile(rb'"retCode"\s*:\s*(-?\d+)')
 _ENVELOPE_HEAD = b'{"retCode":'
@@ -27,6 +28,22 @@ class UsageSink(Protocol):
     def emit(self, event: UsageEvent | UsageFields) -> None:
         """Queue the row."""
         ...
+
+
+class FanOutSink:
+    """Hands each usage row to two sinks in turn (the usage writer and the anomaly guard);
+    as cheap as the two emits."""
+
+    def __init__(self, first: UsageSink, second: UsageSink) -> None:
+        self.first, self.second = first, second
+
+    def __repr__(self) -> str:
+        return f"FanOutSink({self.first!r}, {self.second!r})"
+
+    def emit(self, event: UsageEvent | UsageFields) -> None:
+        """Queue the row in both sinks."""
+        self.first.emit(event)
+        self.second.emit(event)
 
 
 def ret_code_of(body: bytes) -> int:

@@ -1,0 +1,338 @@
+"""The anomaly guard: carries out what the anomaly rules decide, off the request path.
+
+    request path --emit(fields)--> bounded deque --run(): every tick_ms-->
+        AnomalyDetector.observe(event) -> Flags, each carried out in order:
+          every flag   audit event "anomaly.flag" (actor "system:<rule>", target "key:<api_key>",
+                       after = {rule, response, reason, details})            (worker thread)
+          ALERT        + an Alert (ANOMALY; LEAK_SUSPECTED for failed_signature_burst)
+          SUSPEND      + service.suspend_key(actor "system:<rule>") (worker thread), the local
+                       key cache dropped (this node refuses the key with 10007 at once; the
+                       others follow through the revocation broadcast), Alert SUSPENDED
+
+- emit() is the only call on the hot path: a length check and a deque append.
+- A key that is already suspended (or revoked, or gone) is not suspended again; the flag is
+  still audited and alerted as ANOMALY.
+- Store errors: logged; the flag stays pending (with what was already done) and is retried on
+  the next tick, so a flag is audited once and a key suspended once.
+- Alerts are delivered in background tasks (notifiers retry with backoff); a notifier that
+  gives up is counted in `alerts_failed` and logged, never raised into the guard loop.
+- No secret ever reaches an audit row, alert or log line: flags carry api keys, networks,
+  paths and counts only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+import anyio
+import httpx
+import structlog
+from anyio.abc import TaskGroup
+
+from keyplane.alerts import Alert, AlertKind, Notifier, SmtpNotifier, WebhookNotifier
+from keyplane.anomaly.detector import AnomalyDetector, default_rules
+from keyplane.anomaly.rules import FailedSignatureBurst, Flag, Response
+from keyplane.auth.cache import KeyCache
+from keyplane.clock import Clock, SystemClock
+from keyplane.keys import KeyStatus
+from keyplane.secret import Secret
+from keyplane.usage.model import UsageEvent, UsageFields
+
+if TYPE_CHECKING:
+    from keyplane.http.usage import LastUsedRecorder
+    from keyplane.service import KeyService
+    from keyplane.settings import Settings
+
+__all__ = [
+    "FLAG_ACTION",
+    "AnomalyGuard",
+    "GuardStats",
+    "notifiers_from_settings",
+    "parse_responses",
+]
+
+log = structlog.get_logger("keyplane.anomaly")
+
+#: audit action of every flag.
+FLAG_ACTION = "anomaly.flag"
+
+
+def parse_responses(text: str) -> dict[str, Response]:
+    """ "new_network=suspend,rate_spike=record" -> {"new_network": Response.SUSPEND, ...}.
+
+    Empty text -> {}. Raises ValueError for a malformed item, an unknown response or an
+    unknown rule name (the message lists the known ones).
+    """
+    found: dict[str, Response] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = (s.strip() for s in item.partition("="))
+        if not sep or not name:
+            raise ValueError(f"anomaly response {item!r}: expected <rule>=<record|alert|suspend>")
+        try:
+            found[name] = Response(value.lower())
+        except ValueError:
+            known = ", ".join(r.value for r in Response)
+            message = f"anomaly response {item!r}: {value!r} is not one of {known}"
+            raise ValueError(message) from None
+    default_rules(found)  # ValueError for an unknown rule name
+    return found
+
+
+def notifiers_from_settings(
+    settings: Settings, *, http: httpx.AsyncClient | None = None
+) -> list[Notifier]:
+    """The notifiers settings configure: a WebhookNotifier (webhook_url + webhook_secret) and an
+    SmtpNotifier (smtp_url "smtp://user:pass@host:port" or "smtp+starttls://...", with
+    alert_email_from and alert_email_to). Raises ValueError for a half-configured one.
+
+    http: a client the webhook reuses (the caller closes it); without one each alert makes its
+    own, whose TLS setup blocks the event loop for tens of ms.
+    """
+    notifiers: list[Notifier] = []
+    if settings.webhook_url:
+        if settings.webhook_secret is None:
+            raise ValueError("KEYPLANE_WEBHOOK_URL is set without KEYPLANE_WEBHOOK_SECRET")
+        secret = Secret(settings.webhook_secret.get_secret_value())
+        notifiers.append(WebhookNotifier(settings.webhook_url, secret, client=http))
+    if settings.smtp_url is not None:
+        url = urlsplit(settings.smtp_url.get_secret_value())
+        if url.scheme not in ("smtp", "smtp+starttls") or not url.hostname:
+            raise ValueError("smtp_url must look like smtp://user:pass@host:port")
+        recipients = [a.strip() for a in (settings.alert_email_to or "").split(",") if a.strip()]
+        if not recipients or not settings.alert_email_from:
+            raise ValueError("smtp_url needs alert_email_from and alert_email_to")
+        starttls = url.scheme == "smtp+starttls"
+        notifiers.append(
+            SmtpNotifier(
+                url.hostname,
+                url.port or (587 if starttls else 25),
+                sender=settings.alert_email_from,
+                recipients=recipients,
+                username=unquote(url.username) if url.username else None,
+                password=Secret(unquote(url.password)) if url.password else None,
+                starttls=starttls,
+            )
+        )
+    return notifiers
+
+
+@dataclass(frozen=True)
+class GuardStats:
+    """For metrics: flags by (rule, response); suspensions made; alerts sent and failed by
+    notifier name; events dropped because the queue was full."""
+
+    flags: Mapping[tuple[str, str], int]
+    suspensions: int
+    alerts_sent: Mapping[str, int]
+    alerts_failed: Mapping[str, int]
+    dropped: int
+
+
+@dataclass
+class _Pending:
+    flag: Flag
+    audited: bool = False
+    handled: bool = False  # suspension done (or skipped) for SUSPEND flags
+    suspended: bool = False
+
+
+class AnomalyGuard:
+    """Usage events in (emit), flags carried out (run).
+
+    service: the KeyService (record_security_event, find_key, suspend_key run in a worker
+    thread). cache: this node's KeyCache, cleared after a suspension. detector: the rules
+    (default_rules() when None). notifiers: where ALERT and SUSPEND flags are sent.
+    tick_ms: int, ms between drains. queue_max: events held; beyond it events are dropped and
+    counted. last_used: when given (usage log off), authenticated events mark lastUsedAt.
+    """
+
+    def __init__(
+        self,
+        service: KeyService,
+        cache: KeyCache,
+        *,
+        detector: AnomalyDetector | None = None,
+        notifiers: Sequence[Notifier] = (),
+        tick_ms: int = 50,
+        queue_max: int = 100_000,
+        clock: Clock | None = None,
+        last_used: LastUsedRecorder | None = None,
+    ) -> None:
+        self.service = service
+        self.cache = cache
+        self.detector = detector or AnomalyDetector()
+        self.notifiers = list(notifiers)
+        self.tick_ms = tick_ms
+        self.queue_max = queue_max
+        self.clock: Clock = clock or SystemClock()
+        self.last_used = last_used
+        self.suspensions = 0
+        self.dropped = 0
+        self.alerts_sent: Counter[str] = Counter()
+        self.alerts_failed: Counter[str] = Counter()
+        self._queue: deque[UsageEvent | UsageFields] = deque()
+        self._pending: deque[_Pending] = deque()
+
+    def __repr__(self) -> str:
+        return f"AnomalyGuard(rules={[r.name for r in self.detector.rules]}, depth={self.depth})"
+
+    @property
+    def depth(self) -> int:
+        """Events waiting to be observed."""
+        return len(self._queue)
+
+    def stats(self) -> GuardStats:
+        """Counters so far (read by keyplane.http.metrics at scrape time)."""
+        return GuardStats(
+            dict(self.detector.flags),
+            self.suspensions,
+            dict(self.alerts_sent),
+            dict(self.alerts_failed),
+            self.dropped,
+        )
+
+    def emit(self, event: UsageEvent | UsageFields) -> None:
+        """Queue one usage row (hot path: no I/O, no lock)."""
+        queue = self._queue
+        if len(queue) >= self.queue_max:
+            self.dropped += 1
+            return
+        queue.append(event)
+
+    async def run(self) -> None:
+        """Drain and act every tick_ms; runs until cancelled (alerts in flight are cancelled
+        with it)."""
+        async with anyio.create_task_group() as alerts:
+            while True:
+                await anyio.sleep(self.tick_ms / 1000)
+                try:
+                    await self.tick(alerts)
+                except Exception:  # never let the guard die: the next tick retries
+                    log.exception("anomaly guard tick failed")
+
+    async def tick(self, alerts: TaskGroup | None = None) -> int:
+        """Observe every queued event and carry out the flags; returns events observed.
+
+        Alerts are sent in `alerts` (a task group) when given, else awaited before returning.
+        Flags whose store writes fail stay pending for the next tick.
+        """
+        observed = self._observe()
+        if not self._pending:
+            return observed
+        if alerts is None:
+            async with anyio.create_task_group() as own:
+                await self._act(own)
+        else:
+            await self._act(alerts)
+        return observed
+
+    def _observe(self) -> int:
+        queue, detector, last_used = self._queue, self.detector, self.last_used
+        observed = 0
+        while queue:
+            e = queue.popleft()
+            event = UsageEvent(*e) if isinstance(e, tuple) else e
+            observed += 1
+            if last_used is not None and event.authenticated and event.key_id is not None:
+                last_used.mark(event.key_id, event.at_ms)
+            for flag in detector.observe(event):
+                self._pending.append(_Pending(flag))
+        return observed
+
+    async def _act(self, alerts: TaskGroup) -> None:
+        while self._pending:
+            item = self._pending[0]
+            try:
+                await anyio.to_thread.run_sync(self._apply, item)
+            except Exception as exc:
+                log.warning(
+                    "anomaly flag not carried out yet; retrying",
+                    rule=item.flag.rule,
+                    api_key=item.flag.api_key,
+                    error=type(exc).__name__,
+                )
+                return
+            self._pending.popleft()
+            if item.suspended:
+                self.cache.clear()  # on the event loop: this node refuses the key at once
+            alert = self._alert_for(item)
+            if alert is not None:
+                for notifier in self.notifiers:
+                    alerts.start_soon(self._send, notifier, alert)
+
+    def _apply(self, item: _Pending) -> None:
+        """Audit the flag, then suspend when asked (blocking; raises on store errors)."""
+        flag = item.flag
+        actor = f"system:{flag.rule}"
+        if not item.audited:
+            self.service.record_security_event(
+                FLAG_ACTION,
+                target=f"key:{flag.api_key}",
+                actor=actor,
+                details={
+                    "rule": flag.rule,
+                    "response": flag.response.value,
+                    "reason": flag.reason,
+                    "details": flag.details,
+                },
+            )
+            item.audited = True
+        if flag.response is not Response.SUSPEND or item.handled:
+            return
+        key = self.service.find_key(flag.api_key)
+        if key is not None and key.status is KeyStatus.ACTIVE:
+            self.service.suspend_key(flag.api_key, actor=actor)
+            self.suspensions += 1
+            item.suspended = True
+            log.warning("key suspended by anomaly rule", rule=flag.rule, api_key=flag.api_key)
+        item.handled = True
+
+    def _alert_for(self, item: _Pending) -> Alert | None:
+        flag = item.flag
+        if flag.response is Response.RECORD or not self.notifiers:
+            return None
+        if item.suspended:
+            kind = AlertKind.SUSPENDED
+            summary = f"key {flag.api_key} suspended by {flag.rule}: {flag.reason}"
+        elif flag.rule == FailedSignatureBurst.name:
+            kind = AlertKind.LEAK_SUSPECTED
+            summary = f"key {flag.api_key}: {flag.reason}"
+        else:
+            kind = AlertKind.ANOMALY
+            summary = f"key {flag.api_key} flagged by {flag.rule}: {flag.reason}"
+        details: dict[str, Any] = {
+            "rule": flag.rule,
+            "response": flag.response.value,
+            "reason": flag.reason,
+            **flag.details,
+        }
+        return Alert(
+            id=f"{flag.rule}:{flag.api_key}:{flag.at_ms}",
+            kind=kind,
+            at_ms=self.clock.now_ms(),
+            summary=summary,
+            api_key=flag.api_key,
+            key_id=flag.key_id,
+            uid=flag.uid,
+            details=details,
+        )
+
+    async def _send(self, notifier: Notifier, alert: Alert) -> None:
+        try:
+            await notifier.send(alert)
+        except Exception as exc:  # DeliveryError, or a notifier bug: counted, never raised
+            self.alerts_failed[notifier.name] += 1
+            log.warning(
+                "alert not delivered",
+                notifier=notifier.name,
+                alert_id=alert.id,
+                error=type(exc).__name__,
+            )
+            return
+        self.alerts_sent[notifier.name] += 1
