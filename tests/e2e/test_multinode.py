@@ -10,10 +10,7 @@ twice, one shared PostgreSQL schema, one Redis, one KEK.
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -39,6 +36,8 @@ from tests._services import (
     postgres_url_or_skip,
     started_private_redis,
 )
+
+from .test_cli import keyplane
 
 pytestmark = pytest.mark.postgres
 
@@ -155,14 +154,7 @@ def test_cli_suspension_reaches_every_node_and_resume_lifts_it(cluster: Cluster)
     db = cluster.serve_args[cluster.serve_args.index("--db") + 1]
 
     def cli(*args: str) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "keyplane", *args, "--db", db],
-            env={**os.environ, **cluster.env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = keyplane(*args, db=db, env=cluster.env)
         assert result.returncode == 0, result.stderr
 
     cli("keys", "suspend", key)

@@ -11,9 +11,6 @@ gets a signed key.suspended alert, and `keyplane keys resume` lifts it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,6 +34,7 @@ from keyplane.signing import sign_hmac, string_to_sign
 from keyplane.store import open_store
 from keyplane.testing import NodeProcess, node_process, running_server
 from tests._services import fresh_postgres_schema, postgres_url_or_skip, started_private_redis
+from tests.e2e.test_cli import keyplane
 
 pytestmark = pytest.mark.postgres
 
@@ -79,14 +77,7 @@ class Deployment:
     env: dict[str, str]
 
     def cli(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "keyplane", *args, "--db", self.db],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = keyplane(*args, db=self.db, env=self.env)
         assert result.returncode == 0, result.stderr
         return result.stdout
 
