@@ -2,15 +2,16 @@
 
 Run one under uvicorn:
     python bench/apps.py --mode auth|noauth --port P --db URL --api-key K [--redis URL]
-                         [--usage-log]
+                         [--usage-log] [--anomaly-detection]
 
 "auth" is keyplane's own create_app: the auth middleware with the per-key limiter, in memory, or
 in Redis when --redis is given (create_app picks RedisRateLimiter when Settings.redis_url is
 set). "noauth" swaps the auth middleware for one that sets a fixed caller, so both serve exactly
 the same routes and handlers; since the limiter (per-IP guard and per-key budgets) is called
 only from the auth middleware, the baseline runs with auth AND limits off. It exists only here,
-never in the product. The usage log (part 3) is off in both unless --usage-log is given: the
-auth-overhead figures measure auth and limits, and the usage log is measured on its own.
+never in the product. The usage log and the anomaly guard (part 3) are off in both unless
+--usage-log / --anomaly-detection are given: the auth-overhead figures measure auth and limits,
+and the part-3 consumers of the usage stream are measured on their own.
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ class FixedCaller:
 
 
 def build(
-    mode: str, db: str, api_key: str, redis_url: str | None = None, usage_log: bool = False
+    mode: str,
+    db: str,
+    api_key: str,
+    redis_url: str | None = None,
+    usage_log: bool = False,
+    anomaly_detection: bool = False,
 ) -> Any:
     """The app for mode "auth" (real; Redis limiter when redis_url is given) or "noauth"
     (FixedCaller instead of the auth middleware: no auth, no limiter)."""
@@ -54,6 +60,7 @@ def build(
         database_url=db,
         redis_url=SecretStr(redis_url) if redis_url is not None else None,
         usage_log=usage_log,
+        anomaly_detection=anomaly_detection,
     )
     app = create_app(settings)
     if mode == "noauth":
@@ -77,8 +84,13 @@ def main() -> None:
     parser.add_argument("--api-key", required=True)
     parser.add_argument("--redis", default=None, help="Redis URL: the auth app's limiter")
     parser.add_argument("--usage-log", action="store_true", help="Turn the usage log on")
+    parser.add_argument(
+        "--anomaly-detection", action="store_true", help="Turn the anomaly guard on"
+    )
     args = parser.parse_args()
-    app = build(args.mode, args.db, args.api_key, args.redis, args.usage_log)
+    app = build(
+        args.mode, args.db, args.api_key, args.redis, args.usage_log, args.anomaly_detection
+    )
     uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=args.port)).run()
 
 
