@@ -43,7 +43,6 @@ from keyplane.secret import Secret
 from keyplane.usage.model import UsageEvent, UsageFields
 
 if TYPE_CHECKING:
-    from keyplane.http.usage import LastUsedRecorder
     from keyplane.service import KeyService
     from keyplane.settings import Settings
 
@@ -149,7 +148,7 @@ class AnomalyGuard:
     thread). cache: this node's KeyCache, cleared after a suspension. detector: the rules
     (default_rules() when None). notifiers: where ALERT and SUSPEND flags are sent.
     tick_ms: int, ms between drains. queue_max: events held; beyond it events are dropped and
-    counted. last_used: when given (usage log off), authenticated events mark lastUsedAt.
+    counted.
     """
 
     def __init__(
@@ -162,7 +161,6 @@ class AnomalyGuard:
         tick_ms: int = 50,
         queue_max: int = 100_000,
         clock: Clock | None = None,
-        last_used: LastUsedRecorder | None = None,
     ) -> None:
         self.service = service
         self.cache = cache
@@ -171,7 +169,6 @@ class AnomalyGuard:
         self.tick_ms = tick_ms
         self.queue_max = queue_max
         self.clock: Clock = clock or SystemClock()
-        self.last_used = last_used
         self.suspensions = 0
         self.dropped = 0
         self.alerts_sent: Counter[str] = Counter()
@@ -233,14 +230,12 @@ class AnomalyGuard:
         return observed
 
     def _observe(self) -> int:
-        queue, detector, last_used = self._queue, self.detector, self.last_used
+        queue, detector = self._queue, self.detector
         observed = 0
         while queue:
             e = queue.popleft()
             event = UsageEvent(*e) if isinstance(e, tuple) else e
             observed += 1
-            if last_used is not None and event.authenticated and event.key_id is not None:
-                last_used.mark(event.key_id, event.at_ms)
             for flag in detector.observe(event):
                 self._pending.append(_Pending(flag))
         return observed

@@ -269,25 +269,16 @@ def serve(
     from keyplane.http.server import uvicorn_config
 
     overrides: dict[str, Any] = {"host": host, "port": port}
-    if trusted_proxies is not None:
-        overrides["trusted_proxies"] = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
-    if redis is not None:
-        overrides["redis_url"] = redis
-    if ip_limit is not None:
-        overrides["ip_limit"] = ip_limit
-    if ip_ban_seconds is not None:
-        overrides["ip_ban_seconds"] = ip_ban_seconds
-    if upstream is not None:
-        overrides["upstream_url"] = upstream
-    if upstream_kind is not None:
-        overrides["upstream_kind"] = upstream_kind
-    if upstream_timeout is not None:
-        overrides["upstream_timeout_s"] = upstream_timeout
-    if usage_log is not None:
-        overrides["usage_log"] = usage_log
-    if usage_spill_path is not None:
-        overrides["usage_spill_path"] = usage_spill_path
     for name, value in (
+        ("trusted_proxies", trusted_proxies),  # "a,b" is split by Settings
+        ("redis_url", redis),
+        ("ip_limit", ip_limit),
+        ("ip_ban_seconds", ip_ban_seconds),
+        ("upstream_url", upstream),
+        ("upstream_kind", upstream_kind),
+        ("upstream_timeout_s", upstream_timeout),
+        ("usage_log", usage_log),
+        ("usage_spill_path", usage_spill_path),
         ("anomaly_detection", anomaly_detection),
         ("anomaly_responses", anomaly_responses),
         ("webhook_url", webhook_url),

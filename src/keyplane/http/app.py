@@ -158,7 +158,6 @@ def create_app(
             detector=AnomalyDetector(default_rules(parse_responses(settings.anomaly_responses))),
             notifiers=notifiers_from_settings(settings, http=alert_http),
             clock=the_clock,
-            last_used=last_used if usage is None else None,
         )
         metrics.watch_anomaly(guard.stats)
     sink: UsageSink | None = usage
@@ -226,7 +225,7 @@ def create_app(
                 AuthMiddleware,
                 cache=cache,
                 clock=the_clock,
-                last_used=last_used,
+                last_used=last_used if usage is None else None,
                 limits=limits,
                 auth_outcomes=metrics.auth_outcomes,
                 upstream_limit_headers=gateway is not None,

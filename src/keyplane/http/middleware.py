@@ -43,14 +43,28 @@ log = structlog.get_logger("keyplane.http")
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _PASS_THROUGH = frozenset({"/healthz", "/readyz", "/metrics"})
-#: scope key of the usage facts of a private request: [api_key, key_id, uid, authenticated,
-#: request_bytes, client_ip, at_ms], filled by _admit while the pipeline runs.
+#: scope key of the _UsageFacts of a private request, filled by _admit while the pipeline runs.
 _USAGE_SCOPE_KEY = "keyplane.usage"
 #: retCodes of refusals at or before the signature check (the caller is not known to hold the
 #: secret): usage rows with authenticated=False.
 _UNVERIFIED = frozenset({10001, 10002, 10003, 10004})
 #: api_key column width of the usage log.
 _MAX_API_KEY = 64
+
+
+class _UsageFacts:
+    """What a usage row needs from admission; at_ms is 0 until the clock was read."""
+
+    __slots__ = ("api_key", "at_ms", "authenticated", "client_ip", "key_id", "request_bytes", "uid")
+
+    def __init__(self, api_key: str, request_bytes: int, client_ip: str) -> None:
+        self.api_key = api_key[:_MAX_API_KEY]
+        self.request_bytes = request_bytes
+        self.client_ip = client_ip
+        self.key_id: int | None = None
+        self.uid: int | None = None
+        self.authenticated = False
+        self.at_ms = 0
 
 
 def client_ip_of(scope: Scope, trusted: Sequence[_Network]) -> str:
@@ -101,7 +115,7 @@ class AuthMiddleware:
         *,
         cache: KeyCache,
         clock: Clock,
-        last_used: LastUsedRecorder,
+        last_used: LastUsedRecorder | None,
         limits: RequestLimits,
         max_body_bytes: int,
         trusted_proxies: Sequence[str] = (),
@@ -119,7 +133,7 @@ class AuthMiddleware:
         self.auth_outcomes: Counter[int] = Counter() if auth_outcomes is None else auth_outcomes
         # gateway mode: a response may already carry the upstream's X-Bapi-Limit* (they win)
         self.upstream_limit_headers = upstream_limit_headers
-        # None: no usage log (lastUsedAt then comes from last_used)
+        # None: no usage log. last_used None: the usage writer sets lastUsedAt from the stream
         self.usage = usage
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -168,24 +182,24 @@ class AuthMiddleware:
                 status, sent_bytes = await self._send_error(send, fault, decision)
                 ret_code = fault.ret_code
         finally:
-            facts = scope.get(_USAGE_SCOPE_KEY) if usage is not None else None
+            facts: _UsageFacts | None = scope.get(_USAGE_SCOPE_KEY) if usage is not None else None
             if facts is not None and usage is not None:
                 # UsageFields order (keyplane.usage.model); the writer builds the UsageEvent
                 usage.emit(
                     (
-                        facts[6] or self.clock.now_ms(),
-                        facts[0],
-                        facts[1],
-                        facts[2],
+                        facts.at_ms or self.clock.now_ms(),
+                        facts.api_key,
+                        facts.key_id,
+                        facts.uid,
                         scope["method"],
                         scope["path"],
                         status,
                         ret_code,
-                        facts[4],
+                        facts.request_bytes,
                         sent_bytes,
                         (time.perf_counter_ns() - started_ns) // 1000,
-                        facts[5],
-                        facts[3],
+                        facts.client_ip,
+                        facts.authenticated,
                     )
                 )
 
@@ -208,13 +222,11 @@ class AuthMiddleware:
         if policy.public:
             params = parse_query(raw_query) if method == "GET" else _parse_json_body(body)
         else:
-            facts: list[Any] | None = None
+            facts: _UsageFacts | None = None
             try:
                 headers = parse_auth_headers(scope["headers"])
                 if self.usage is not None:
-                    # [api_key, key_id, uid, authenticated, request_bytes, client_ip, at_ms]
-                    facts = [headers.api_key[:_MAX_API_KEY], None, None, False, len(body)]
-                    facts += [client_ip, 0]
+                    facts = _UsageFacts(headers.api_key, len(body), client_ip)
                     scope[_USAGE_SCOPE_KEY] = facts
                 found, entry = self.cache.peek(headers.api_key)
                 if not found:
@@ -223,12 +235,12 @@ class AuthMiddleware:
                 payloads = query_sign_candidates(raw_query) if get else (body,)
                 now = self.clock.now_ms()
                 if facts is not None:
-                    facts[6] = now
+                    facts.at_ms = now
                     if entry is not None:
-                        facts[1], facts[2] = entry.key.id, entry.key.uid
+                        facts.key_id, facts.uid = entry.key.id, entry.key.uid
                 context = authenticate(headers, payloads, entry, client_ip=client_ip, now_ms=now)
                 if facts is not None:
-                    facts[3] = True  # the signature verified
+                    facts.authenticated = True  # the signature verified
                 params = parse_query(raw_query) if get else _parse_json_body(body)
                 raw_category = params.get("category")
                 category = raw_category if isinstance(raw_category, str) else None
@@ -239,12 +251,12 @@ class AuthMiddleware:
                     decision = await limits.check_key(context, policy, category, now)
             except KeyplaneError as exc:
                 self.auth_outcomes[exc.ret_code] += 1
-                if facts is not None and facts[1] is not None and facts[6]:
+                if facts is not None and facts.key_id is not None:
                     # refused inside authenticate() after the signature verified (10007, ...)
-                    facts[3] = facts[3] or exc.ret_code not in _UNVERIFIED
+                    facts.authenticated = facts.authenticated or exc.ret_code not in _UNVERIFIED
                 raise
             self.auth_outcomes[0] += 1
-            if facts is None:  # with the usage log, the writer sets lastUsedAt from the stream
+            if self.last_used is not None:
                 self.last_used.mark(context.key.id, now)
             scope[AUTH_SCOPE_KEY] = context
         scope[PARAMS_SCOPE_KEY] = params
