@@ -257,7 +257,8 @@ def serve(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """Serve the V5 API (initialising an empty store first). Ctrl-C stops cleanly.
+    """Serve the V5 API (initialising an empty store first), or with --upstream be a gateway.
+    Ctrl-C or SIGTERM finishes in-flight requests, then exits 0.
 
     Several identical nodes: give each the same --db postgresql+psycopg://..., --redis and
     KEYPLANE_KEK; a key change on any node (or by the CLI) reaches every node within a second.
