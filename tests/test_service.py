@@ -53,6 +53,26 @@ class TestRateOverrides:
             RateOverrides.parse("order/create=0")
 
 
+class TestQuotaAndReplayGuard:
+    def test_set_clear_validate_audit_and_rotate(self, service: KeyService) -> None:
+        """--daily-quota sets and 0 clears; a negative quota is 10001; both fields are audited
+        and carried over by rotation."""
+        key = service.create_key(service.create_account().uid).key
+        assert (key.daily_quota, key.replay_guard) == (None, False)
+        guarded = service.update_key(key.api_key, daily_quota=1000, replay_guard=True)
+        assert (guarded.daily_quota, guarded.replay_guard) == (1000, True)
+        rotated = service.rotate_key(key.api_key).key
+        assert (rotated.daily_quota, rotated.replay_guard) == (1000, True)
+        cleared = service.update_key(key.api_key, daily_quota=0, replay_guard=False)
+        assert (cleared.daily_quota, cleared.replay_guard) == (None, False)
+        with pytest.raises(ParameterError, match="daily quota"):
+            service.update_key(key.api_key, daily_quota=-1)
+        updates = [r.event for r in service.store.list_audit() if r.event.action == "key.update"]
+        assert updates[0].before == {"dailyQuota": None, "replayGuard": 0}
+        assert updates[0].after == {"dailyQuota": 1000, "replayGuard": 1}
+        assert updates[-1].after == {"dailyQuota": None, "replayGuard": 0}
+
+
 class TestLifecycle:
     def test_suspend_resume_and_freeze(self, service: KeyService) -> None:
         """Suspension and freezing change status (idempotently); a revoked key stays revoked."""

@@ -168,6 +168,8 @@ class KeyService:
         ips: IpAllowlist = _UNBOUND,
         rsa_public_key: str | None = None,
         rate_limits: RateOverrides = _NO_OVERRIDES,
+        daily_quota: int | None = None,
+        replay_guard: bool = False,
         actor: str = DEFAULT_ACTOR,
         source_ip: str | None = None,
         rotated_from: str | None = None,
@@ -176,8 +178,10 @@ class KeyService:
 
         Audited as key.create (after: the key's settings, never the secret); with rotated_from
         (an api_key) also as key.rotate on that key, in the same transaction.
-        Raises NotFoundError for an unknown uid; ParameterError (10001) for a grant the account
-        kind may not hold, a note over 64 chars, or an invalid RSA public key.
+        daily_quota: requests per UTC day, None or 0 for none. replay_guard: refuse repeated
+        signatures (10014). Raises NotFoundError for an unknown uid; ParameterError (10001) for a
+        grant the account kind may not hold, a note over 64 chars, a negative quota, or an
+        invalid RSA public key.
         """
         account = self.get_account(uid)
         permissions.check_account_kind(is_master=account.is_master)
@@ -212,6 +216,8 @@ class KeyService:
             rsa_public_key=rsa_public_key,
             updated_at_ms=now,
             rate_limits=_checked(rate_limits),
+            daily_quota=_checked_quota(daily_quota),
+            replay_guard=replay_guard,
         )
         after = key_fields(draft)
         events = [_event(now, actor, AuditAction.KEY_CREATE, draft, {}, after, source_ip)]
@@ -250,13 +256,16 @@ class KeyService:
         note: str | None = None,
         rate_limits: RateOverrides | None = None,
         clear_rate_limits: bool = False,
+        daily_quota: int | None = None,
+        replay_guard: bool | None = None,
         actor: str = DEFAULT_ACTOR,
         source_ip: str | None = None,
     ) -> ApiKey:
         """Change a live key's settings; None leaves a field as it is.
 
         rate_limits are merged into the key's overrides (clear_rate_limits drops the old ones
-        first); each must name a rate-limited route (keyplane.policy).
+        first); each must name a rate-limited route (keyplane.policy). daily_quota: requests
+        per UTC day, 0 removes the quota. replay_guard: refuse repeated signatures (10014).
 
         Saving ips restarts the expiry rule: unbound -> 90 days from now, bound -> never.
         Audited as key.update with the changed fields before/after.
@@ -279,6 +288,10 @@ class KeyService:
         if rate_limits is not None or clear_rate_limits:
             base = RateOverrides() if clear_rate_limits else key.rate_limits
             changes["rate_limits"] = base.merged(_checked(rate_limits or RateOverrides()))
+        if daily_quota is not None:
+            changes["daily_quota"] = _checked_quota(daily_quota)
+        if replay_guard is not None:
+            changes["replay_guard"] = replay_guard
         updated = key.with_changes(**changes)
         before, after = changed(key_fields(key), key_fields(updated))
         event = _event(
@@ -305,6 +318,8 @@ class KeyService:
             permissions=old.permissions,
             ips=old.ips,
             rate_limits=old.rate_limits,
+            daily_quota=old.daily_quota,
+            replay_guard=old.replay_guard,
             actor=actor,
             source_ip=source_ip,
             rotated_from=old.api_key,
@@ -507,3 +522,17 @@ def _checked(overrides: RateOverrides) -> RateOverrides:
 def _check_note(note: str) -> None:
     if len(note) > _MAX_NOTE:
         raise ParameterError(f"note must be at most {_MAX_NOTE} characters")
+
+
+#: largest daily request quota accepted (about 11.5k requests per second, all day).
+MAX_DAILY_QUOTA = 1_000_000_000
+
+
+def _checked_quota(quota: int | None) -> int | None:
+    """A daily quota as stored: None for no quota (given None or 0); ParameterError when
+    negative or above MAX_DAILY_QUOTA."""
+    if not quota:
+        return None
+    if quota < 0 or quota > MAX_DAILY_QUOTA:
+        raise ParameterError(f"daily quota must be between 0 (none) and {MAX_DAILY_QUOTA}")
+    return quota

@@ -70,12 +70,21 @@ class TestCliLifecycle:
         )
         assert updated["readOnly"] == 1
         assert updated["expiredAt"] != ""
+        assert (updated["dailyQuota"], updated["replayGuard"]) == (None, False)
+        guarded = keyplane_json(
+            "keys", "update", created["apiKey"], "--daily-quota", "5000", "--replay-guard", db=db
+        )
+        assert (guarded["dailyQuota"], guarded["replayGuard"]) == (5000, True)
+        refused = keyplane("keys", "update", created["apiKey"], "--daily-quota", "-5", db=db)
+        assert refused.returncode != 0
+        assert "Traceback" not in refused.stderr
         rotated = keyplane_json("keys", "rotate", created["apiKey"], db=db)
         assert rotated["apiKey"] != created["apiKey"]
         assert rotated["secret"] != created["secret"]
         rotated_shown = keyplane_json("keys", "show", rotated["apiKey"], db=db)
         assert rotated_shown["permissions"] == updated["permissions"]
         assert rotated_shown["readOnly"] == 1
+        assert (rotated_shown["dailyQuota"], rotated_shown["replayGuard"]) == (5000, True)
         revoked = keyplane_json("keys", "revoke", created["apiKey"], db=db)
         assert revoked["status"] == "revoked"
         listed = keyplane_json("keys", "list", "--uid", str(sub["uid"]), db=db)

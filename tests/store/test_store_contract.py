@@ -265,6 +265,21 @@ class TestRateOverrides:
         assert saved is not None
         assert saved.rate_limits.lookup("/v5/order/create", "spot") == 50
 
+    def test_daily_quota_and_replay_guard_round_trip(self, store: Store) -> None:
+        """daily_quota (None = no quota) and replay_guard (default off) persist and clear."""
+        key = store.add_key(new_key(master(store).uid))
+        fresh = store.find_key(key.api_key)
+        assert fresh is not None
+        assert (fresh.daily_quota, fresh.replay_guard) == (None, False)
+        store.save_key(fresh.with_changes(daily_quota=5000, replay_guard=True))
+        saved = store.find_key(key.api_key)
+        assert saved is not None
+        assert (saved.daily_quota, saved.replay_guard) == (5000, True)
+        store.save_key(saved.with_changes(daily_quota=None, replay_guard=False))
+        cleared = store.find_key(key.api_key)
+        assert cleared is not None
+        assert (cleared.daily_quota, cleared.replay_guard) == (None, False)
+
 
 class TestListKeys:
     def test_filters_by_uid(self, store: Store) -> None:

@@ -25,6 +25,8 @@ def key_fields(key: ApiKey) -> dict[str, Any]:
         "note": key.note,
         "status": str(key.status),
         "rateLimits": dict(key.rate_limits.limits),
+        "dailyQuota": key.daily_quota,
+        "replayGuard": int(key.replay_guard),
         "expiresAtMs": key.expires_at_ms,
     }
 

@@ -72,6 +72,21 @@ LimitOption = Annotated[
 ClearLimitsOption = Annotated[
     bool, typer.Option("--clear-limits", help="Drop existing overrides first.")
 ]
+DailyQuotaOption = Annotated[
+    int | None,
+    typer.Option(
+        "--daily-quota",
+        min=0,
+        help="Requests per UTC day; retCode 10006 once spent, an alert at 75%. 0 = no quota.",
+    ),
+]
+ReplayGuardOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--replay-guard/--no-replay-guard",
+        help="Refuse a signature seen before inside its time window (retCode 10014).",
+    ),
+]
 
 
 def _issued_json(issued: IssuedKey) -> dict[str, Any]:
@@ -98,6 +113,8 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
         "revokedAt": iso_utc(key.revoked_at_ms),
         "lastUsedAt": iso_utc(key.last_used_at_ms),
         "rateLimits": dict(key.rate_limits.limits),
+        "dailyQuota": key.daily_quota,
+        "replayGuard": key.replay_guard,
     }
 
 
@@ -456,6 +473,8 @@ def keys_create(
             "--rsa-public-key", help="PEM file: make an RSA key.", exists=True, dir_okay=False
         ),
     ] = None,
+    daily_quota: DailyQuotaOption = None,
+    replay_guard: ReplayGuardOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -468,6 +487,8 @@ def keys_create(
             permissions=Permissions.parse(permissions),
             ips=IpAllowlist.parse(ips),
             rsa_public_key=rsa_public_key.read_text() if rsa_public_key else None,
+            daily_quota=daily_quota,
+            replay_guard=bool(replay_guard),
             actor=admin_actor(),
         )
     if as_json:
@@ -534,10 +555,13 @@ def keys_update(
     label: Annotated[str | None, typer.Option(help="New note.")] = None,
     limit: LimitOption = None,
     clear_limits: ClearLimitsOption = False,
+    daily_quota: DailyQuotaOption = None,
+    replay_guard: ReplayGuardOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Change a key's permissions, IPs, access mode, note or rate limits (live within 1 s)."""
+    """Change a key's permissions, IPs, access mode, note, rate limits, daily quota or replay
+    guard (live on every node within 1 s)."""
     with service_for(db) as service:
         key = service.update_key(
             api_key,
@@ -547,6 +571,8 @@ def keys_update(
             note=label,
             rate_limits=RateOverrides.parse(limit) if limit else None,
             clear_rate_limits=clear_limits,
+            daily_quota=daily_quota,
+            replay_guard=replay_guard,
             actor=admin_actor(),
         )
     if as_json:

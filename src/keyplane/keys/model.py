@@ -77,6 +77,9 @@ class ApiKey:
 
     id: int, assigned by the store (0 before insert). api_key: str, 18 alphanumerics.
     created_at_ms / expires_at_ms / revoked_at_ms / last_used_at_ms: int ms since epoch or None.
+    daily_quota: int requests per UTC day, or None for no quota (keyplane.quota; 10006 once spent).
+    replay_guard: bool, refuse a signature seen before inside its window (10014); off by default
+    because Bybit itself accepts a repeated signature.
     """
 
     id: int
@@ -96,6 +99,8 @@ class ApiKey:
     last_used_at_ms: int | None = None
     updated_at_ms: int | None = None
     rate_limits: RateOverrides = field(default_factory=RateOverrides)
+    daily_quota: int | None = None
+    replay_guard: bool = False
 
     def with_changes(self, **changes: object) -> ApiKey:
         """A copy with the given fields replaced."""

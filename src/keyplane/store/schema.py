@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 __all__ = [
@@ -84,6 +85,8 @@ api_keys = Table(
     Column("last_used_at_ms", BigInteger, nullable=True),
     Column("updated_at_ms", BigInteger, nullable=True),
     Column("rate_limits", Text, nullable=False, server_default=""),
+    Column("daily_quota", BigInteger, nullable=True),
+    Column("replay_guard", Boolean, nullable=False, server_default=false()),
 )
 
 store_meta = Table(

@@ -808,6 +808,8 @@ def _key_values(key: ApiKey) -> dict[str, Any]:
         "last_used_at_ms": key.last_used_at_ms,
         "updated_at_ms": key.updated_at_ms,
         "rate_limits": key.rate_limits.to_text(),
+        "daily_quota": key.daily_quota,
+        "replay_guard": key.replay_guard,
     }
 
 
@@ -836,4 +838,6 @@ def _key_from_row(row: Row[Any]) -> ApiKey:
         last_used_at_ms=_opt_int(m["last_used_at_ms"]),
         updated_at_ms=_opt_int(m["updated_at_ms"]),
         rate_limits=RateOverrides.parse(m["rate_limits"]),
+        daily_quota=_opt_int(m["daily_quota"]),
+        replay_guard=bool(m["replay_guard"]),
     )
