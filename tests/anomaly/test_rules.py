@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 
 import pytest
 
@@ -213,7 +212,7 @@ class TestDetector:
         first = event(T0)
         assert detector.observe(first) == []
         flags = detector.observe(
-            replace(first, at_ms=T0 + 1, client_ip="203.0.113.9", path="/v5/asset/withdraw/create")
+            first._replace(at_ms=T0 + 1, client_ip="203.0.113.9", path="/v5/asset/withdraw/create")
         )
         assert [f.rule for f in flags] == ["sensitive_call_new_network"]
         assert detector.flags == {("sensitive_call_new_network", "suspend"): 1}

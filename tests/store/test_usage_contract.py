@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from keyplane.store import Store
@@ -30,7 +28,7 @@ def usage(row_id: str, **changes: object) -> UsageEvent:
         authenticated=True,
         row_id=row_id,
     )
-    return replace(base, **changes)  # type: ignore[arg-type]
+    return base._replace(**changes)
 
 
 def _rows() -> list[UsageEvent]:

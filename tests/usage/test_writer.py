@@ -243,6 +243,4 @@ class TestUsageWriter:
 
 
 def _asdict(row: UsageEvent) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(row)
+    return row._asdict()

@@ -14,13 +14,13 @@ from sqlalchemy import (
     Boolean,
     Column,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
     Text,
-    UniqueConstraint,
     false,
 )
 
@@ -136,17 +136,17 @@ audit_checkpoint = Table(
 )
 
 #: one row per request that named an api key (keyplane.usage): row_id is unique per row across
-#: nodes ("<node id>-<sequence>") so a replayed spill file never stores a row twice. at_ms is ms
-#: since epoch, latency_us µs inside keyplane, request/response_bytes body sizes in bytes.
+#: nodes ("<node id>-<sequence>") so a replayed spill file never stores a row twice; it is the
+#: primary key (no serial id: a sequence call per row halved PostgreSQL COPY ingest). at_ms is
+#: ms since epoch, latency_us µs inside keyplane, request/response_bytes body sizes in bytes.
 usage_log = Table(
     "usage_log",
     metadata,
-    Column("id", _Id, primary_key=True, autoincrement=True),
-    Column("row_id", String(64), nullable=False),
+    Column("row_id", String(64), primary_key=True),
     Column("at_ms", BigInteger, nullable=False, index=True),
-    Column("key_id", _Id, nullable=True, index=True),
+    Column("key_id", _Id, nullable=True),
     Column("uid", _Id, nullable=True),
-    Column("api_key", String(64), nullable=False, index=True),
+    Column("api_key", String(64), nullable=False),
     Column("method", String(8), nullable=False),
     Column("path", String(255), nullable=False),
     Column("http_status", Integer, nullable=False),
@@ -156,5 +156,5 @@ usage_log = Table(
     Column("latency_us", BigInteger, nullable=False),
     Column("client_ip", String(64), nullable=False),
     Column("authenticated", Boolean, nullable=False),
-    UniqueConstraint("row_id"),
+    Index("ix_usage_log_api_key_at_ms", "api_key", "at_ms"),
 )

@@ -558,20 +558,42 @@ class SqlStore:
         return PurgeResult(purged_rows, keys, checkpoint)
 
     def append_usage(self, rows: Sequence[UsageEvent]) -> int:
-        """Insert rows in one transaction with one DBAPI executemany of INSERT ... ON CONFLICT
-        (row_id) DO NOTHING (sqlite3's C loop; psycopg's pipelined executemany); returns how
-        many were new. No revision bump, no revision lock (usage writes never wait on key
-        changes). Raises ValueError on an empty row_id, and the driver's error
-        (sqlalchemy.exc.OperationalError, ...) when the database fails.
+        """Insert rows in one transaction, skipping row_ids already stored; returns how many
+        were new. No revision bump, no revision lock (usage writes never wait on key changes).
+
+        PostgreSQL: one COPY straight into usage_log (several times faster than INSERT); when
+        a row_id of the batch is already there (a spill page replayed after a partial write),
+        the batch is COPYed into a temporary table and moved with INSERT ... SELECT ... ON
+        CONFLICT (row_id) DO NOTHING instead. SQLite: one executemany of INSERT ... ON
+        CONFLICT DO NOTHING (sqlite3's C loop).
+        Raises ValueError on an empty row_id, and the driver's error
+        (sqlalchemy.exc.OperationalError, psycopg.OperationalError, ...) when the database fails.
         """
         check_usage_rows(rows)
         if not rows:
             return 0
-        marker = "%s" if self._engine.dialect.name == "postgresql" else "?"
-        sql = _USAGE_INSERT.format(values=", ".join([marker] * len(_USAGE_COLUMNS)))
         params = [_usage_params(r) for r in rows]
+        if self._engine.dialect.name == "postgresql":
+            return self._copy_usage(params)
+        sql = _USAGE_INSERT.format(values=", ".join(["?"] * len(_USAGE_COLUMNS)))
         with self._writer.begin() as conn:
             result = conn.exec_driver_sql(sql, params)
+            return max(int(result.rowcount), 0)
+
+    def _copy_usage(self, params: Sequence[tuple[Any, ...]]) -> int:
+        """PostgreSQL COPY of usage rows (see append_usage); returns rows new to usage_log."""
+        import psycopg.errors  # the PostgreSQL driver; only imported on PostgreSQL
+
+        try:
+            with self._writer.begin() as conn:
+                _copy_rows(conn, _USAGE_COPY, params)
+            return len(params)
+        except psycopg.errors.UniqueViolation:
+            pass  # a row_id already stored: deduplicate through the staging table
+        with self._writer.begin() as conn:
+            conn.exec_driver_sql(_USAGE_STAGE_CREATE)
+            _copy_rows(conn, _USAGE_STAGE_COPY, params)
+            result = conn.exec_driver_sql(_USAGE_STAGE_MOVE)
             return max(int(result.rowcount), 0)
 
     def usage_summary(
@@ -709,48 +731,52 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-#: usage_log columns in the order of _usage_params.
-_USAGE_COLUMNS = (
-    "row_id",
-    "at_ms",
-    "key_id",
-    "uid",
-    "api_key",
-    "method",
-    "path",
-    "http_status",
-    "ret_code",
-    "request_bytes",
-    "response_bytes",
-    "latency_us",
-    "client_ip",
-    "authenticated",
-)
-#: the usage INSERT with {values} = one DBAPI marker per column ("?" sqlite3, "%s" psycopg).
+#: usage_log columns in UsageEvent's field order (a UsageEvent is its own parameter tuple).
+_USAGE_COLUMNS = UsageEvent._fields
+_USAGE_COLUMN_LIST = ", ".join(_USAGE_COLUMNS)
+#: the usage INSERT with {values} = one DBAPI marker per column (SQLite: "?").
 _USAGE_INSERT = (
-    "INSERT INTO usage_log (row_id, at_ms, key_id, uid, api_key, method, path, http_status, "
-    "ret_code, request_bytes, response_bytes, latency_us, client_ip, authenticated) "
+    f"INSERT INTO usage_log ({_USAGE_COLUMN_LIST}) "  # noqa: S608
     "VALUES ({values}) ON CONFLICT (row_id) DO NOTHING"
 )
+_USAGE_COPY = f"COPY usage_log ({_USAGE_COLUMN_LIST}) FROM STDIN"
+#: per-connection staging table for batches holding already-stored row_ids (emptied at commit).
+_USAGE_STAGE_CREATE = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS usage_log_stage ON COMMIT DELETE ROWS AS "  # noqa: S608
+    f"SELECT {_USAGE_COLUMN_LIST} FROM usage_log WITH NO DATA"
+)
+_USAGE_STAGE_COPY = f"COPY usage_log_stage ({_USAGE_COLUMN_LIST}) FROM STDIN"
+_USAGE_STAGE_MOVE = (
+    f"INSERT INTO usage_log ({_USAGE_COLUMN_LIST}) SELECT {_USAGE_COLUMN_LIST} "  # noqa: S608
+    "FROM usage_log_stage ON CONFLICT (row_id) DO NOTHING"
+)
 
 
-def _usage_params(row: UsageEvent) -> tuple[Any, ...]:
-    """DBAPI parameters of one row, in _USAGE_COLUMNS order (texts cut to their columns)."""
-    return (
-        row.row_id,
-        row.at_ms,
-        row.key_id,
-        row.uid,
-        row.api_key[:MAX_API_KEY_LENGTH],
-        row.method[:8],
-        row.path[:255],
-        row.http_status,
-        row.ret_code,
-        row.request_bytes,
-        row.response_bytes,
-        row.latency_us,
-        row.client_ip[:64],
-        row.authenticated,
+def _copy_rows(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY rows (tuples in column order) FROM STDIN through the psycopg connection under conn,
+    inside conn's transaction."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _usage_params(row: UsageEvent) -> UsageEvent:
+    """The row as DBAPI parameters: itself, or (rarely) a copy with texts cut to their columns
+    (api_key 64, method 8, path 255, client_ip 64 characters)."""
+    if (
+        len(row.api_key) <= MAX_API_KEY_LENGTH
+        and len(row.client_ip) <= 64
+        and len(row.path) <= 255
+        and len(row.method) <= 8
+    ):
+        return row
+    return row._replace(
+        api_key=row.api_key[:MAX_API_KEY_LENGTH],
+        method=row.method[:8],
+        path=row.path[:255],
+        client_ip=row.client_ip[:64],
     )
 
 

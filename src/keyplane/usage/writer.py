@@ -32,7 +32,6 @@ import secrets
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import anyio
@@ -170,27 +169,9 @@ class UsageWriter:
 
     def _with_id(self, e: UsageEvent | UsageFields) -> UsageEvent:
         """The row as a UsageEvent with a row_id ("<node id>-<sequence>")."""
-        if isinstance(e, tuple):
-            return UsageEvent(*e, f"{self.node_id}-{next(self._seq)}")
-        if e.row_id:
-            return e
-        # the positional constructor: several times cheaper than dataclasses.replace
-        return UsageEvent(
-            e.at_ms,
-            e.api_key,
-            e.key_id,
-            e.uid,
-            e.method,
-            e.path,
-            e.http_status,
-            e.ret_code,
-            e.request_bytes,
-            e.response_bytes,
-            e.latency_us,
-            e.client_ip,
-            e.authenticated,
-            f"{self.node_id}-{next(self._seq)}",
-        )
+        if isinstance(e, UsageEvent):
+            return e if e.row_id else e._replace(row_id=f"{self.node_id}-{next(self._seq)}")
+        return UsageEvent(*e, f"{self.node_id}-{next(self._seq)}")  # UsageFields
 
     def _store(self, rows: Sequence[UsageEvent]) -> bool:
         """Append rows and move lastUsedAt; False (logged, no exception) when the store fails."""
@@ -207,7 +188,7 @@ class UsageWriter:
     def _spill(self, rows: Sequence[UsageEvent], *, sync: bool) -> None:
         """Append rows as JSON lines (fsync when sync); count them lost when that fails."""
         data = "".join(
-            json.dumps(asdict(r), separators=(",", ":"), ensure_ascii=False) + "\n" for r in rows
+            json.dumps(r._asdict(), separators=(",", ":"), ensure_ascii=False) + "\n" for r in rows
         ).encode("utf-8")
         try:
             with self._spill_lock:
