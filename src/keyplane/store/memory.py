@@ -7,7 +7,7 @@ assigned from 100001 upwards, key ids from 1, and every create/save bumps the re
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 
 from keyplane.audit.chain import AuditCheckpoint
@@ -20,7 +20,7 @@ from keyplane.store.protocol import (
     PurgeResult,
     UpstreamCredentialsRecord,
 )
-from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
+from keyplane.usage.model import KeyNetwork, UsageBy, UsageEvent, UsageSummaryRow
 
 __all__ = ["FIRST_UID", "MAX_API_KEY_LENGTH", "MemoryStore"]
 
@@ -44,6 +44,7 @@ class MemoryStore:
         self._checkpoints: list[AuditCheckpoint] = []
         self._usage: list[UsageEvent] = []
         self._usage_ids: set[str] = set()
+        self._networks: dict[tuple[int, str], KeyNetwork] = {}
 
     def create_account(
         self,
@@ -292,6 +293,8 @@ class MemoryStore:
             for key in gone:
                 del self._keys[key.id]
                 del self._by_api_key[key.api_key]
+                for pair in [p for p in self._networks if p[0] == key.id]:
+                    del self._networks[pair]
             self._revision += 1
             self._append_locked(audit)
             return PurgeResult(purged_rows, tuple(k.api_key for k in gone), checkpoint)
@@ -347,6 +350,34 @@ class MemoryStore:
         ]
         return sort_summary(summary)
 
+    def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
+        """Stored networks per key id, by last_seen_ms (see Store.load_key_networks)."""
+        wanted = set(key_ids)
+        found: dict[int, list[KeyNetwork]] = {key_id: [] for key_id in wanted}
+        with self._lock:
+            for (key_id, _), row in self._networks.items():
+                if key_id in wanted:
+                    found[key_id].append(row)
+        for rows in found.values():
+            rows.sort(key=lambda r: (r.last_seen_ms, r.network))
+        return found
+
+    def record_key_networks(self, rows: Sequence[KeyNetwork]) -> None:
+        """Upsert per (key_id, network) (see Store.record_key_networks)."""
+        check_key_networks(rows)
+        with self._lock:
+            for row in rows:
+                old = self._networks.get((row.key_id, row.network))
+                if old is not None:
+                    row = KeyNetwork(
+                        row.key_id,
+                        row.network,
+                        min(old.first_seen_ms, row.first_seen_ms),
+                        max(old.last_seen_ms, row.last_seen_ms),
+                        old.requests + row.requests,
+                    )
+                self._networks[(row.key_id, row.network)] = row
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key, account or upstream-credentials change; 0 for a
         new store."""
@@ -384,6 +415,17 @@ def check_usage_rows(rows: Sequence[UsageEvent]) -> None:
     for row in rows:
         if not row.row_id:
             raise ValueError("usage rows need a row_id (assigned by the usage writer)")
+
+
+#: widest network text stored (an IPv6 /48 in CIDR form needs at most 43 characters).
+MAX_NETWORK_LENGTH = 64
+
+
+def check_key_networks(rows: Sequence[KeyNetwork]) -> None:
+    """Raise ValueError for a network text longer than MAX_NETWORK_LENGTH (every store)."""
+    for row in rows:
+        if len(row.network) > MAX_NETWORK_LENGTH:
+            raise ValueError(f"network longer than {MAX_NETWORK_LENGTH} characters")
 
 
 def check_usage_by(by: str) -> None:

@@ -13,14 +13,14 @@ never stored without its record, nor a record without its change). Rows get cont
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from keyplane.audit.chain import AuditCheckpoint
 from keyplane.audit.events import AuditEvent, AuditRecord
 from keyplane.keys.model import Account, ApiKey
-from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
+from keyplane.usage.model import KeyNetwork, UsageBy, UsageEvent, UsageSummaryRow
 
 __all__ = [
     "DEFAULT_UPSTREAM",
@@ -202,6 +202,17 @@ class Store(Protocol):
         """Usage rows grouped by endpoint ("GET /v5/...") or status ("<http>/<retCode>"),
         optionally of one api_key and with at_ms >= since_ms (ms); most requests first, then by
         group. Raises ValueError for another `by`."""
+        ...
+
+    def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
+        """The stored source networks of each key id (ids without any map to an empty list);
+        each key's networks by last_seen_ms ascending."""
+        ...
+
+    def record_key_networks(self, rows: Sequence[KeyNetwork]) -> None:
+        """Upsert per (key_id, network): requests added to the stored count, first_seen_ms the
+        earlier and last_seen_ms the later of stored and given (ms). One transaction; no
+        revision bump. Raises ValueError for a network longer than 64 characters."""
         ...
 
     def revision(self) -> int:

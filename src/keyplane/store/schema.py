@@ -30,6 +30,7 @@ __all__ = [
     "api_keys",
     "audit_checkpoint",
     "audit_log",
+    "key_networks",
     "metadata",
     "store_meta",
     "upstream_credentials",
@@ -157,4 +158,17 @@ usage_log = Table(
     Column("client_ip", String(64), nullable=False),
     Column("authenticated", Boolean, nullable=False),
     Index("ix_usage_log_api_key_at_ms", "api_key", "at_ms"),
+)
+
+#: per key, the source networks (IPv4 /24, IPv6 /48) its authenticated requests came from: the
+#: anomaly rules' history (keyplane.anomaly.history), shared by every node. Rows of a purged key
+#: are purged with it.
+key_networks = Table(
+    "key_networks",
+    metadata,
+    Column("key_id", _Id, primary_key=True, autoincrement=False),
+    Column("network", String(64), primary_key=True),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+    Column("requests", BigInteger, nullable=False),
 )

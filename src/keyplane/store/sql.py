@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
@@ -47,6 +49,7 @@ from keyplane.store.memory import (
     FIRST_UID,
     MAX_API_KEY_LENGTH,
     _check_checkpoint,
+    check_key_networks,
     check_usage_by,
     check_usage_rows,
     sort_summary,
@@ -63,11 +66,12 @@ from keyplane.store.schema import (
     api_keys,
     audit_checkpoint,
     audit_log,
+    key_networks,
     store_meta,
     upstream_credentials,
     usage_log,
 )
-from keyplane.usage.model import UsageBy, UsageEvent, UsageSummaryRow
+from keyplane.usage.model import KeyNetwork, UsageBy, UsageEvent, UsageSummaryRow
 
 #: PostgreSQL LISTEN/NOTIFY channel carrying "<schema>:<revision>:<sent wall ms>" after writes.
 REVISION_CHANNEL = "keyplane_revision"
@@ -553,6 +557,11 @@ class SqlStore:
                 select(api_keys.c.api_key).where(revoked).order_by(api_keys.c.id)
             ).scalars()
             keys = tuple(str(k) for k in gone)
+            conn.execute(
+                delete(key_networks).where(
+                    key_networks.c.key_id.in_(select(api_keys.c.id).where(revoked))
+                )
+            )
             conn.execute(delete(api_keys).where(revoked))
             _append_audit(conn, audit)
         return PurgeResult(purged_rows, keys, checkpoint)
@@ -595,6 +604,83 @@ class SqlStore:
             _copy_rows(conn, _USAGE_STAGE_COPY, params)
             result = conn.exec_driver_sql(_USAGE_STAGE_MOVE)
             return max(int(result.rowcount), 0)
+
+    def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
+        """Stored networks per key id, by last_seen_ms (see Store.load_key_networks); one query
+        per 500 ids."""
+        ids = sorted(set(key_ids))
+        found: dict[int, list[KeyNetwork]] = {key_id: [] for key_id in ids}
+        t = key_networks
+        with self._engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                query = (
+                    select(t)
+                    .where(t.c.key_id.in_(ids[start : start + 500]))
+                    .order_by(t.c.key_id, t.c.last_seen_ms, t.c.network)
+                )
+                for row in conn.execute(query):
+                    m = row._mapping
+                    found[int(m["key_id"])].append(
+                        KeyNetwork(
+                            int(m["key_id"]),
+                            m["network"],
+                            int(m["first_seen_ms"]),
+                            int(m["last_seen_ms"]),
+                            int(m["requests"]),
+                        )
+                    )
+        return found
+
+    def record_key_networks(self, rows: Sequence[KeyNetwork]) -> None:
+        """Upsert per (key_id, network) with INSERT ... ON CONFLICT DO UPDATE (see
+        Store.record_key_networks); one transaction, no revision bump."""
+        check_key_networks(rows)
+        if not rows:
+            return
+        t = key_networks
+        dialect = self._engine.dialect.name
+        upsert = (pg_insert if dialect == "postgresql" else sqlite_insert)(t)
+        new = upsert.excluded
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[t.c.key_id, t.c.network],
+            set_={
+                "requests": t.c.requests + new.requests,
+                "first_seen_ms": case(
+                    (new.first_seen_ms < t.c.first_seen_ms, new.first_seen_ms),
+                    else_=t.c.first_seen_ms,
+                ),
+                "last_seen_ms": case(
+                    (new.last_seen_ms > t.c.last_seen_ms, new.last_seen_ms),
+                    else_=t.c.last_seen_ms,
+                ),
+            },
+        )
+        merged: dict[tuple[int, str], KeyNetwork] = {}
+        for row in rows:  # one statement row per pair (ON CONFLICT may not touch a row twice)
+            old = merged.get((row.key_id, row.network))
+            merged[(row.key_id, row.network)] = (
+                row
+                if old is None
+                else KeyNetwork(
+                    row.key_id,
+                    row.network,
+                    min(old.first_seen_ms, row.first_seen_ms),
+                    max(old.last_seen_ms, row.last_seen_ms),
+                    old.requests + row.requests,
+                )
+            )
+        params = [
+            {
+                "key_id": r.key_id,
+                "network": r.network,
+                "first_seen_ms": r.first_seen_ms,
+                "last_seen_ms": r.last_seen_ms,
+                "requests": r.requests,
+            }
+            for r in merged.values()
+        ]
+        with self._writer.begin() as conn:
+            conn.execute(stmt, params)
 
     def usage_summary(
         self, *, api_key: str | None = None, since_ms: int | None = None, by: UsageBy = "endpoint"

@@ -5,6 +5,6 @@ The batching writer (bounded queue, spill file, replay) is keyplane.usage.writer
 imported here because it imports the store, which imports this package's model.
 """
 
-from keyplane.usage.model import UsageBy, UsageEvent, UsageFields, UsageSummaryRow
+from keyplane.usage.model import KeyNetwork, UsageBy, UsageEvent, UsageFields, UsageSummaryRow
 
-__all__ = ["UsageBy", "UsageEvent", "UsageFields", "UsageSummaryRow"]
+__all__ = ["KeyNetwork", "UsageBy", "UsageEvent", "UsageFields", "UsageSummaryRow"]

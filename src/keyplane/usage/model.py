@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-__all__ = ["UsageBy", "UsageEvent", "UsageFields", "UsageSummaryRow"]
+__all__ = ["KeyNetwork", "UsageBy", "UsageEvent", "UsageFields", "UsageSummaryRow"]
 
 #: a UsageEvent's fields before row_id, in declaration order: what the auth middleware emits
 #: (a plain tuple is the cheapest thing to make on the hot path).
@@ -61,3 +61,20 @@ class UsageSummaryRow:
     errors: int
     avg_latency_us: int
     max_latency_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyNetwork:
+    """A source network a key's authenticated requests came from (the anomaly rules' history,
+    shared by every node through the store).
+
+    key_id: int. network: str, IPv4 /24 or IPv6 /48 as CIDR text ("203.0.113.0/24").
+    first_seen_ms / last_seen_ms: int, ms since epoch. requests: int, requests counted from it
+    (as a delta when written: the store adds it to what it holds).
+    """
+
+    key_id: int
+    network: str
+    first_seen_ms: int
+    last_seen_ms: int
+    requests: int
