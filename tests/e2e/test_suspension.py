@@ -225,3 +225,58 @@ def test_withdrawal_from_a_new_network_suspends_the_key_on_every_node(
         while balance(node, key, secret) != 0:
             assert time.monotonic() < deadline, "resume did not apply within 1 s"
             time.sleep(0.01)
+
+
+def withdraw_from(node: NodeProcess, key: str, secret: str, ip: str) -> int:
+    """retCode of a withdrawal request from client ip."""
+    params = {
+        "coin": "USDT",
+        "chain": "TRX",
+        "address": "TXsomewhere000",
+        "amount": "10",
+        "timestamp": int(time.time() * 1000),
+    }
+    return int(call(node, key, secret, "POST", "/v5/asset/withdraw/create", params, ip)["retCode"])
+
+
+def stored_networks(d: Deployment, key: str) -> set[str]:
+    """The key's networks in the shared store (what every node's rules consult)."""
+    key_id = d.service.get_key(key).id
+    return {n.network for n in d.service.store.load_key_networks([key_id])[key_id]}
+
+
+def test_network_history_is_shared_by_the_nodes(deployment: Deployment) -> None:
+    """A key's usual network seen by node B counts on node A, both ways: a withdrawal through A
+    from that network is not flagged (although A itself only saw the key elsewhere), and one
+    from a network new to the key is suspended although A never saw the key at all."""
+    d = deployment
+    permissions = Permissions.parse("Wallet:Withdraw")
+    keys = []
+    for _ in range(2):
+        issued = d.service.create_key(d.uid, permissions=permissions)
+        assert issued.secret is not None
+        keys.append((issued.key.api_key, issued.secret.reveal()))
+    (travelling, travelling_secret), (homebody, homebody_secret) = keys
+
+    assert balance(d.b, travelling, travelling_secret) == 0  # B: from home (10.0.0.0/24)
+    path, params = "/v5/account/wallet-balance", {"accountType": "UNIFIED"}
+    office = call(d.a, travelling, travelling_secret, "GET", path, params, "10.9.9.9")
+    assert office["retCode"] == 0  # A: only from the office
+    assert balance(d.b, homebody, homebody_secret) == 0  # the second key: only B, from home
+    deadline = time.monotonic() + 5
+    while stored_networks(d, travelling) != {"10.0.0.0/24", "10.9.9.0/24"} or (
+        stored_networks(d, homebody) != {"10.0.0.0/24"}
+    ):
+        assert time.monotonic() < deadline, "the nodes did not record the networks"
+        time.sleep(0.02)
+
+    assert withdraw_from(d.a, travelling, travelling_secret, HOME_IP) == 0
+    time.sleep(0.5)  # ten guard ticks: a false suspension would have happened by now
+    for node in (d.a, d.b):
+        assert balance(node, travelling, travelling_secret) == 0
+    assert d.service.get_key(travelling).status.value == "active"
+
+    assert withdraw_from(d.a, homebody, homebody_secret, ATTACKER_IP) == 0
+    lag = refused_within(1.0, time.monotonic(), {"A": d.a, "B": d.b}, homebody, homebody_secret)
+    assert max(lag.values()) < 1.0
+    assert d.service.get_key(homebody).status.value == "suspended"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from keyplane.anomaly.history import NetworkHistory
 from keyplane.anomaly.rules import (
     FailedSignatureBurst,
     Flag,
@@ -19,13 +20,18 @@ from keyplane.usage.model import UsageEvent
 __all__ = ["AnomalyDetector", "default_rules"]
 
 
-def default_rules(responses: Mapping[str, Response] | None = None) -> list[Rule]:
+def default_rules(
+    responses: Mapping[str, Response] | None = None, *, history: NetworkHistory | None = None
+) -> list[Rule]:
     """The four rules with their default thresholds; responses overrides by rule name
-    (e.g. {"new_network": Response.SUSPEND}). Raises ValueError for an unknown rule name."""
+    (e.g. {"new_network": Response.SUSPEND}). The two network rules share one NetworkHistory
+    (history, or a new one), which AnomalyDetector teaches and the guard keeps in the store.
+    Raises ValueError for an unknown rule name."""
+    shared = history if history is not None else NetworkHistory()
     rules: list[Rule] = [
         RateSpike(),
-        NewNetwork(),
-        SensitiveCallFromNewNetwork(),
+        NewNetwork(history=shared),
+        SensitiveCallFromNewNetwork(history=shared),
         FailedSignatureBurst(),
     ]
     names = {rule.name for rule in rules}
@@ -39,15 +45,31 @@ def default_rules(responses: Mapping[str, Response] | None = None) -> list[Rule]
 
 
 class AnomalyDetector:
-    """Feeds events to rules; `flags` counts (rule, response) for metrics."""
+    """Feeds events to rules; `flags` counts (rule, response) for metrics.
+
+    histories: the NetworkHistory objects the rules share (not their private ones); after all
+    rules saw an event, the detector adds it to each, so no rule sees an event's own network
+    as already known.
+    """
 
     def __init__(self, rules: Sequence[Rule] | None = None) -> None:
         self.rules = list(rules) if rules is not None else default_rules()
         self.flags: Counter[tuple[str, str]] = Counter()
+        shared: dict[int, NetworkHistory] = {}
+        for rule in self.rules:
+            history = getattr(rule, "history", None)
+            if isinstance(history, NetworkHistory) and not getattr(rule, "learns", True):
+                shared[id(history)] = history
+        self.histories = list(shared.values())
 
     def observe(self, event: UsageEvent) -> list[Flag]:
         """Every flag this event trips, most severe first."""
         found = [flag for rule in self.rules if (flag := rule.observe(event)) is not None]
+        if event.authenticated and event.key_id is not None:
+            for history in self.histories:
+                network = history.network_of(event.client_ip)
+                if network is not None:
+                    history.add(event, network)
         for flag in found:
             self.flags[(flag.rule, flag.response.value)] += 1
         order = {Response.SUSPEND: 0, Response.ALERT: 1, Response.RECORD: 2}

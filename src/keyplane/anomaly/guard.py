@@ -216,29 +216,63 @@ class AnomalyGuard:
     async def tick(self, alerts: TaskGroup | None = None) -> int:
         """Observe every queued event and carry out the flags; returns events observed.
 
-        Alerts are sent in `alerts` (a task group) when given, else awaited before returning.
-        Flags whose store writes fail stay pending for the next tick.
+        Before observing, the network history of the events' keys is read from the store where
+        this node's view lacks it (keyplane.anomaly.history); after, what was seen is written
+        back. Alerts are sent in `alerts` (a task group) when given, else awaited before
+        returning. Flags whose store writes fail stay pending for the next tick.
         """
-        observed = self._observe()
+        queue = self._queue
+        events = [e if isinstance(e, UsageEvent) else UsageEvent(*e) for e in _drain(queue)]
+        if events and self.detector.histories:
+            await self._load_histories(events)
+        detector = self.detector
+        for event in events:
+            for flag in detector.observe(event):
+                self._pending.append(_Pending(flag))
+        if self.detector.histories:
+            await self._write_histories()
         if not self._pending:
-            return observed
+            return len(events)
         if alerts is None:
             async with anyio.create_task_group() as own:
                 await self._act(own)
         else:
             await self._act(alerts)
-        return observed
+        return len(events)
 
-    def _observe(self) -> int:
-        queue, detector = self._queue, self.detector
-        observed = 0
-        while queue:
-            e = queue.popleft()
-            event = UsageEvent(*e) if isinstance(e, tuple) else e
-            observed += 1
-            for flag in detector.observe(event):
-                self._pending.append(_Pending(flag))
-        return observed
+    async def _load_histories(self, events: Sequence[UsageEvent]) -> None:
+        """Read the store's network history of keys the view lacks (one query per history)."""
+        for history in self.detector.histories:
+            wanted = history.to_load(events)
+            if not wanted:
+                continue
+            try:
+                loaded = await anyio.to_thread.run_sync(
+                    self.service.store.load_key_networks, wanted
+                )
+            except Exception as exc:  # store down: judge on this node's view, retry next tick
+                log.warning(
+                    "network history not loaded", keys=len(wanted), error=type(exc).__name__
+                )
+                continue
+            history.merge(loaded)
+
+    async def _write_histories(self) -> None:
+        """Write what this node saw (new networks at once, counts every flush_ms)."""
+        now = self.clock.now_ms()
+        for history in self.detector.histories:
+            writes = history.take_writes(now)
+            if not writes:
+                continue
+            try:
+                await anyio.to_thread.run_sync(self.service.store.record_key_networks, writes)
+            except Exception as exc:  # kept and retried on the next tick
+                history.unwritten(writes)
+                log.warning(
+                    "network history not written", rows=len(writes), error=type(exc).__name__
+                )
+                continue
+            history.written(writes)
 
     async def _act(self, alerts: TaskGroup) -> None:
         while self._pending:
@@ -331,3 +365,12 @@ class AnomalyGuard:
             )
             return
         self.alerts_sent[notifier.name] += 1
+
+
+def _drain(queue: deque[UsageEvent | UsageFields]) -> list[UsageEvent | UsageFields]:
+    """Everything in queue, oldest first (appends from the request path go on meanwhile)."""
+    taken: list[UsageEvent | UsageFields] = []
+    popleft = queue.popleft
+    while queue:
+        taken.append(popleft())
+    return taken

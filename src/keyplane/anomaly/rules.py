@@ -11,12 +11,12 @@ Networks are IPv4 /24 and IPv6 /48 (what one site or provider allocation usually
 from __future__ import annotations
 
 import enum
-import ipaddress
 import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from keyplane.anomaly.history import NetworkHistory, network_of
 from keyplane.usage.model import UsageEvent
 
 __all__ = [
@@ -39,9 +39,6 @@ SENSITIVE_PATHS = frozenset(
         "/v5/asset/transfer/universal-transfer",
     }
 )
-
-#: bound on the networks remembered per key (older ones are forgotten first).
-_MAX_NETWORKS_PER_KEY = 1024
 
 
 class Response(enum.StrEnum):
@@ -75,16 +72,6 @@ class Rule(Protocol):
     def observe(self, event: UsageEvent) -> Flag | None:
         """Update state with event; a Flag when it trips the rule."""
         ...
-
-
-def network_of(ip: str) -> str | None:
-    """The /24 (IPv4) or /48 (IPv6) containing ip, as CIDR text; None for unparsable input."""
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return None
-    prefix = 24 if addr.version == 4 else 48
-    return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
 
 def _flag(rule: Rule, event: UsageEvent, reason: str, **details: Any) -> Flag:
@@ -180,33 +167,13 @@ class RateSpike:
         state.window_start, state.count = window, 0
 
 
-class _Networks:
-    """Per key: networks seen on authenticated requests (insertion-ordered, bounded)."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, dict[str, None]] = {}
-        self.requests: dict[str, int] = {}
-        self.first_ms: dict[str, int] = {}
-
-    def known(self, api_key: str, network: str) -> bool:
-        return network in self._seen.get(api_key, {})
-
-    def has_history(self, api_key: str) -> bool:
-        return bool(self._seen.get(api_key))
-
-    def add(self, event: UsageEvent, network: str) -> None:
-        seen = self._seen.setdefault(event.api_key, {})
-        seen.pop(network, None)
-        seen[network] = None
-        if len(seen) > _MAX_NETWORKS_PER_KEY:
-            del seen[next(iter(seen))]
-        self.requests[event.api_key] = self.requests.get(event.api_key, 0) + 1
-        self.first_ms.setdefault(event.api_key, event.at_ms)
-
-
 class NewNetwork:
     """An authenticated request from a network the key has not used, for a key with a stable
-    history (at least min_requests requests over at least min_age_ms). Default: alert."""
+    history (at least min_requests requests over at least min_age_ms). Default: alert.
+
+    history: the NetworkHistory shared with the other network rules and the store (the detector
+    teaches it every event after all rules ran); without one the rule keeps and teaches its own.
+    """
 
     name = "new_network"
 
@@ -216,23 +183,31 @@ class NewNetwork:
         response: Response = Response.ALERT,
         min_requests: int = 100,
         min_age_ms: int = 3_600_000,
+        history: NetworkHistory | None = None,
     ) -> None:
         self.response = response
         self.min_requests, self.min_age_ms = min_requests, min_age_ms
-        self._networks = _Networks()
+        self.history = history if history is not None else NetworkHistory()
+        self.learns = history is None
 
     def observe(self, event: UsageEvent) -> Flag | None:
-        """Remember the event's network; a Flag when a stable key shows up from a new one."""
-        network = network_of(event.client_ip)
-        if not event.authenticated or network is None:
+        """A Flag when a stable key shows up from a new network."""
+        key_id = event.key_id
+        if not event.authenticated or key_id is None:
             return None
-        key = event.api_key
+        history = self.history
+        network = history.network_of(event.client_ip)
+        if network is None:
+            return None
+        first = history.first_ms(key_id)
         stable = (
-            self._networks.requests.get(key, 0) >= self.min_requests
-            and event.at_ms - self._networks.first_ms.get(key, event.at_ms) >= self.min_age_ms
+            first is not None
+            and history.requests(key_id) >= self.min_requests
+            and event.at_ms - first >= self.min_age_ms
         )
-        new = not self._networks.known(key, network)
-        self._networks.add(event, network)
+        new = not history.known(key_id, network)
+        if self.learns:
+            history.add(event, network)
         if stable and new:
             return _flag(self, event, f"first request from network {network}", network=network)
         return None
@@ -240,30 +215,37 @@ class NewNetwork:
 
 class SensitiveCallFromNewNetwork:
     """A Withdraw or transfer call from a network the key has not used before, for a key that
-    has been used at least once from somewhere else. Default: suspend.
+    has been used at least once from somewhere else (on any node). Default: suspend.
 
     The tripping request itself has already been served (the rule reads the usage stream);
-    suspension makes it the last one the key gets through.
+    suspension makes it the last one the key gets through. history: as for NewNetwork.
     """
 
     name = "sensitive_call_new_network"
 
-    def __init__(self, *, response: Response = Response.SUSPEND) -> None:
+    def __init__(
+        self, *, response: Response = Response.SUSPEND, history: NetworkHistory | None = None
+    ) -> None:
         self.response = response
-        self._networks = _Networks()
+        self.history = history if history is not None else NetworkHistory()
+        self.learns = history is None
 
     def observe(self, event: UsageEvent) -> Flag | None:
-        """Remember the event's network; a Flag for a withdraw/transfer from a new one."""
-        network = network_of(event.client_ip)
-        if not event.authenticated or network is None:
+        """A Flag for a withdraw/transfer from a network new to the key."""
+        key_id = event.key_id
+        if not event.authenticated or key_id is None:
             return None
-        key = event.api_key
+        history = self.history
+        network = history.network_of(event.client_ip)
+        if network is None:
+            return None
         tripped = (
             event.path in SENSITIVE_PATHS
-            and self._networks.has_history(key)
-            and not self._networks.known(key, network)
+            and history.has_history(key_id)
+            and not history.known(key_id, network)
         )
-        self._networks.add(event, network)
+        if self.learns:
+            history.add(event, network)
         if tripped:
             return _flag(
                 self,
