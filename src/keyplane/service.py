@@ -12,7 +12,7 @@ as the change (keyplane.audit, keyplane.store). actor: "admin:<name>" (CLI), "ke
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -349,14 +349,21 @@ class KeyService:
         return revoked
 
     def suspend_key(
-        self, api_key: str, *, actor: str = DEFAULT_ACTOR, source_ip: str | None = None
+        self,
+        api_key: str,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        source_ip: str | None = None,
+        preceding: Sequence[AuditEvent] = (),
     ) -> ApiKey:
         """Suspend a key: every node refuses it with retCode 10007 within 1 s until resumed.
 
-        Suspending a suspended key is a no-op; raises ParameterError (10001) for a revoked key
-        and NotFoundError for an unknown one.
+        preceding: audit events stored just before the key.suspend event, in the same
+        transaction (the anomaly flag that caused it); stored even when the key was already
+        suspended. Suspending a suspended key is otherwise a no-op; raises ParameterError (10001)
+        for a revoked key and NotFoundError for an unknown one (then nothing is stored).
         """
-        return self._set_key_status(api_key, KeyStatus.SUSPENDED, actor, source_ip)
+        return self._set_key_status(api_key, KeyStatus.SUSPENDED, actor, source_ip, preceding)
 
     def resume_key(
         self, api_key: str, *, actor: str = DEFAULT_ACTOR, source_ip: str | None = None
@@ -366,12 +373,19 @@ class KeyService:
         return self._set_key_status(api_key, KeyStatus.ACTIVE, actor, source_ip)
 
     def _set_key_status(
-        self, api_key: str, status: KeyStatus, actor: str, source_ip: str | None
+        self,
+        api_key: str,
+        status: KeyStatus,
+        actor: str,
+        source_ip: str | None,
+        preceding: Sequence[AuditEvent] = (),
     ) -> ApiKey:
         key = self.get_key(api_key)
         if key.status is KeyStatus.REVOKED:
             raise ParameterError(f"key {api_key} is revoked; a revoked key cannot change status")
         if key.status is status:
+            if preceding:
+                self.store.append_audit(preceding)
             return key
         now = self.clock.now_ms()
         updated = key.with_changes(status=status, updated_at_ms=now)
@@ -380,7 +394,7 @@ class KeyService:
         )
         before, after = changed(key_fields(key), key_fields(updated))
         self.store.save_key(
-            updated, audit=[_event(now, actor, action, key, before, after, source_ip)]
+            updated, audit=[*preceding, _event(now, actor, action, key, before, after, source_ip)]
         )
         return updated
 
@@ -419,7 +433,26 @@ class KeyService:
     ) -> None:
         """Append a security event (anomaly flag, signature burst, admin login) with no other
         change; details go in `after` (never secrets: ValueError for a secret field)."""
-        event = AuditEvent(
+        self.store.append_audit(
+            [
+                self.security_event(
+                    action, target=target, actor=actor, details=details, source_ip=source_ip
+                )
+            ]
+        )
+
+    def security_event(
+        self,
+        action: str,
+        *,
+        target: str,
+        actor: str,
+        details: Mapping[str, Any] | None = None,
+        source_ip: str | None = None,
+    ) -> AuditEvent:
+        """The AuditEvent record_security_event would append (at_ms: now), for callers that
+        store it with another change (suspend_key's `preceding`)."""
+        return AuditEvent(
             at_ms=self.clock.now_ms(),
             actor=actor,
             action=action,
@@ -427,7 +460,6 @@ class KeyService:
             after=dict(details or {}),
             source_ip=source_ip,
         )
-        self.store.append_audit([event])
 
     def verify_audit(self) -> ChainReport:
         """Walk the whole audit chain from the latest purge checkpoint (its signature checked

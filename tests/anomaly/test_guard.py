@@ -40,14 +40,29 @@ class FailingNotifier:
 
 
 class FlakyStore(MemoryStore):
-    """A MemoryStore whose audit appends fail while `down` is set."""
+    """A MemoryStore whose writes (and network-history reads) fail while `down` is set."""
 
     down = False
 
-    def append_audit(self, events: Any) -> None:
+    def _check(self) -> None:
         if self.down:
             raise ConnectionError("database unreachable")
-        super().append_audit(events)
+
+    def append_audit(self, events: Any) -> Any:
+        self._check()
+        return super().append_audit(events)
+
+    def save_key(self, key: Any, *, audit: Any = ()) -> None:
+        self._check()
+        super().save_key(key, audit=audit)
+
+    def load_key_networks(self, key_ids: Any) -> Any:
+        self._check()
+        return super().load_key_networks(key_ids)
+
+    def record_key_networks(self, rows: Any) -> None:
+        self._check()
+        super().record_key_networks(rows)
 
 
 def usage(api_key: str, key_id: int, uid: int, *, ip: str, path: str, at_ms: int) -> UsageEvent:
@@ -196,9 +211,19 @@ def test_store_error_is_retried_on_the_next_tick() -> None:
     s.tick()
     assert s.status() is KeyStatus.ACTIVE
     assert s.memory.sent == []
+    held = s.cache.load(s.key.api_key)  # this node refuses the key already (10007)
+    assert held is not None
+    assert held.key.status is KeyStatus.SUSPENDED
     store.down = False
     s.tick()
     assert s.status() is KeyStatus.SUSPENDED
+    fresh = s.cache.load(s.key.api_key)  # released: the store's record decides again
+    assert fresh is not None
+    assert fresh.key.status is KeyStatus.SUSPENDED
+    s.service.resume_key(s.key.api_key)
+    resumed = s.cache.load(s.key.api_key)
+    assert resumed is not None
+    assert resumed.key.status is KeyStatus.ACTIVE
     assert [a for a, _ in s.audit()].count(FLAG_ACTION) == 1
     assert len(s.memory.sent) == 1
 

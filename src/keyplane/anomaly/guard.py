@@ -1,15 +1,20 @@
 """The anomaly guard: carries out what the anomaly rules decide, off the request path.
 
-    request path --emit(fields)--> bounded deque --run(): every tick_ms-->
+    request path --emit(fields)--> bounded deque --run(): every tick_ms, or at once after a
+    Withdraw or transfer call-->
+        network history of the events' keys read from the store where needed (history.py)
         AnomalyDetector.observe(event) -> Flags, each carried out in order:
+          SUSPEND      first the key is held in this node's cache (refused with 10007 from
+                       that moment, before any store write)
           every flag   audit event "anomaly.flag" (actor "system:<rule>", target "key:<api_key>",
                        after = {rule, response, reason, details})            (worker thread)
           ALERT        + an Alert (ANOMALY; LEAK_SUSPECTED for failed_signature_burst)
-          SUSPEND      + service.suspend_key(actor "system:<rule>") (worker thread), the local
-                       key cache dropped (this node refuses the key with 10007 at once; the
-                       others follow through the revocation broadcast), Alert SUSPENDED
+          SUSPEND      + service.suspend_key(actor "system:<rule>") (worker thread); the other
+                       nodes follow through the revocation broadcast; the hold is released
+                       once the store says suspended; Alert SUSPENDED
+        networks seen written back to the store
 
-- emit() is the only call on the hot path: a length check and a deque append.
+- emit() is the only call on the hot path: a length check, a deque append and a set lookup.
 - A key that is already suspended (or revoked, or gone) is not suspended again; the flag is
   still audited and alerted as ANOMALY.
 - Store errors: logged; the flag stays pending (with what was already done) and is retried on
@@ -35,9 +40,10 @@ from anyio.abc import TaskGroup
 
 from keyplane.alerts import Alert, AlertKind, Notifier, SmtpNotifier, WebhookNotifier
 from keyplane.anomaly.detector import AnomalyDetector, default_rules
-from keyplane.anomaly.rules import FailedSignatureBurst, Flag, Response
+from keyplane.anomaly.rules import SENSITIVE_PATHS, FailedSignatureBurst, Flag, Response
 from keyplane.auth.cache import KeyCache
 from keyplane.clock import Clock, SystemClock
+from keyplane.errors import NotFoundError, ParameterError
 from keyplane.keys import KeyStatus
 from keyplane.secret import Secret
 from keyplane.usage.model import UsageEvent, UsageFields
@@ -175,6 +181,7 @@ class AnomalyGuard:
         self.alerts_failed: Counter[str] = Counter()
         self._queue: deque[UsageEvent | UsageFields] = deque()
         self._pending: deque[_Pending] = deque()
+        self._wake: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return f"AnomalyGuard(rules={[r.name for r in self.detector.rules]}, depth={self.depth})"
@@ -195,19 +202,24 @@ class AnomalyGuard:
         )
 
     def emit(self, event: UsageEvent | UsageFields) -> None:
-        """Queue one usage row (hot path: no I/O, no lock)."""
+        """Queue one usage row (hot path: no I/O, no lock). A Withdraw or transfer call wakes
+        the guard at once instead of at the next tick."""
         queue = self._queue
         if len(queue) >= self.queue_max:
             self.dropped += 1
             return
         queue.append(event)
+        if event[5] in SENSITIVE_PATHS and self._wake is not None:  # [5]: the path
+            self._wake.set()
 
     async def run(self) -> None:
         """Drain and act every tick_ms; runs until cancelled (alerts in flight are cancelled
         with it)."""
         async with anyio.create_task_group() as alerts:
             while True:
-                await anyio.sleep(self.tick_ms / 1000)
+                self._wake = anyio.Event()
+                with anyio.move_on_after(self.tick_ms / 1000):
+                    await self._wake.wait()
                 try:
                     await self.tick(alerts)
                 except Exception:  # never let the guard die: the next tick retries
@@ -277,6 +289,8 @@ class AnomalyGuard:
     async def _act(self, alerts: TaskGroup) -> None:
         while self._pending:
             item = self._pending[0]
+            if item.flag.response is Response.SUSPEND and not item.handled:
+                self.cache.hold(item.flag.api_key)  # this node refuses the key from now on
             try:
                 await anyio.to_thread.run_sync(self._apply, item)
             except Exception as exc:
@@ -288,39 +302,51 @@ class AnomalyGuard:
                 )
                 return
             self._pending.popleft()
+            if item.handled:  # the store decides now (suspended, or it already was not active)
+                self.cache.release(item.flag.api_key)
             if item.suspended:
-                self.cache.clear()  # on the event loop: this node refuses the key at once
+                self.cache.clear()
             alert = self._alert_for(item)
             if alert is not None:
                 for notifier in self.notifiers:
                     alerts.start_soon(self._send, notifier, alert)
 
     def _apply(self, item: _Pending) -> None:
-        """Audit the flag, then suspend when asked (blocking; raises on store errors)."""
+        """Audit the flag and, when asked, suspend the key, in one transaction when both are
+        due (blocking; raises on store errors, leaving item as far as it got)."""
         flag = item.flag
         actor = f"system:{flag.rule}"
+        service = self.service
+        flag_event = service.security_event(
+            FLAG_ACTION,
+            target=f"key:{flag.api_key}",
+            actor=actor,
+            details={
+                "rule": flag.rule,
+                "response": flag.response.value,
+                "reason": flag.reason,
+                "details": flag.details,
+            },
+        )
+        if flag.response is Response.SUSPEND and not item.handled:
+            preceding = [] if item.audited else [flag_event]
+            try:
+                before = service.get_key(flag.api_key)
+                key = service.suspend_key(flag.api_key, actor=actor, preceding=preceding)
+            except (NotFoundError, ParameterError):  # gone or revoked: nothing to suspend
+                pass
+            else:
+                item.audited = True  # suspend_key wrote the flag with the suspension
+                if before.status is KeyStatus.ACTIVE and key.status is KeyStatus.SUSPENDED:
+                    self.suspensions += 1
+                    item.suspended = True
+                    log.warning(
+                        "key suspended by anomaly rule", rule=flag.rule, api_key=flag.api_key
+                    )
+            item.handled = True
         if not item.audited:
-            self.service.record_security_event(
-                FLAG_ACTION,
-                target=f"key:{flag.api_key}",
-                actor=actor,
-                details={
-                    "rule": flag.rule,
-                    "response": flag.response.value,
-                    "reason": flag.reason,
-                    "details": flag.details,
-                },
-            )
+            service.store.append_audit([flag_event])
             item.audited = True
-        if flag.response is not Response.SUSPEND or item.handled:
-            return
-        key = self.service.find_key(flag.api_key)
-        if key is not None and key.status is KeyStatus.ACTIVE:
-            self.service.suspend_key(flag.api_key, actor=actor)
-            self.suspensions += 1
-            item.suspended = True
-            log.warning("key suspended by anomaly rule", rule=flag.rule, api_key=flag.api_key)
-        item.handled = True
 
     def _alert_for(self, item: _Pending) -> Alert | None:
         flag = item.flag

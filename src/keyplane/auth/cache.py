@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from keyplane.auth.pipeline import KeyEntry
+from keyplane.keys.model import KeyStatus
 
 __all__ = ["KeyCache"]
 
@@ -29,6 +31,8 @@ class KeyCache:
         self._revision = revision
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
+        # api keys refused on this node before the store says so (see hold())
+        self._held: frozenset[str] = frozenset()
         self.hits = 0
         self.misses = 0
         self.invalidations = 0
@@ -60,6 +64,8 @@ class KeyCache:
         self.misses += 1
         revision = self._revision
         entry = self._loader(api_key)
+        if api_key in self._held and entry is not None:
+            entry = _suspended(entry)
         with self._lock:
             if revision == self._revision:
                 if len(self._entries) >= _MAX_ENTRIES:
@@ -83,3 +89,28 @@ class KeyCache:
             self._entries = {}
             self._revision = -1
         self._invalidated()
+
+    def hold(self, api_key: str) -> None:
+        """Refuse api_key on this node at once, as suspended (retCode 10007), until release():
+        what an automatic suspension does before its store write lands (the store write then
+        reaches every node through the revocation broadcast). Live WebSocket connections are
+        re-checked. Runs on the event loop."""
+        with self._lock:
+            self._held = self._held | {api_key}
+            entry = self._entries.get(api_key)
+            if entry is not None:
+                self._entries[api_key] = _suspended(entry)
+        self._invalidated()
+
+    def release(self, api_key: str) -> None:
+        """Stop holding api_key (its store record decides again from the next load)."""
+        with self._lock:
+            self._held = self._held - {api_key}
+            self._entries.pop(api_key, None)
+
+
+def _suspended(entry: KeyEntry) -> KeyEntry:
+    """entry with its key's status set to suspended (revoked stays revoked)."""
+    if entry.key.status is not KeyStatus.ACTIVE:
+        return entry
+    return replace(entry, key=entry.key.with_changes(status=KeyStatus.SUSPENDED))
