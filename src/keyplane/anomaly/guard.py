@@ -241,6 +241,8 @@ class AnomalyGuard:
         for event in events:
             for flag in detector.observe(event):
                 self._pending.append(_Pending(flag))
+                if flag.response is Response.SUSPEND:
+                    self.cache.hold(flag.api_key)  # this node refuses the key from now on
         if self.detector.histories:
             await self._write_histories()
         if not self._pending:
@@ -289,8 +291,6 @@ class AnomalyGuard:
     async def _act(self, alerts: TaskGroup) -> None:
         while self._pending:
             item = self._pending[0]
-            if item.flag.response is Response.SUSPEND and not item.handled:
-                self.cache.hold(item.flag.api_key)  # this node refuses the key from now on
             try:
                 await anyio.to_thread.run_sync(self._apply, item)
             except Exception as exc:
