@@ -168,6 +168,9 @@ def test_usage_cli_table_and_json(tmp_path: Path) -> None:
         ("GET /v5/user/query-api", 1),
     ]
     assert all(g["avgLatencyUs"] > 0 for g in document["groups"])
+    assert all(
+        0 < g["p50LatencyUs"] <= g["p99LatencyUs"] <= g["maxLatencyUs"] for g in document["groups"]
+    )
     bad = _usage_cli("--by", "ip", "--db", db_url, env=env)
     assert bad.returncode == 1
     assert "--by must be endpoint or status" in bad.stderr

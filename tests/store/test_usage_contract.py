@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from keyplane.store import Store
@@ -61,21 +63,39 @@ class TestUsageLog:
         """Groups "METHOD /path" with requests, errors, average (floor) and max latency in µs."""
         store.append_usage(_rows())
         assert list(store.usage_summary(by="endpoint")) == [
+            # latencies 7, 100, 500, 1500, 1500: p50 is the 3rd, p99 the 5th (nearest rank)
             UsageSummaryRow(
-                "GET /v5/account/wallet-balance", 5, 3, (1500 * 2 + 500 + 100 + 7) // 5, 1500
+                "GET /v5/account/wallet-balance",
+                5,
+                3,
+                (1500 * 2 + 500 + 100 + 7) // 5,
+                1500,
+                500,
+                1500,
             ),
-            UsageSummaryRow("POST /v5/order/create", 1, 0, 1500, 1500),
+            UsageSummaryRow("POST /v5/order/create", 1, 0, 1500, 1500, 1500, 1500),
         ]
 
     def test_summary_by_status(self, store: Store) -> None:
         """Groups "<http status>/<retCode>"."""
         store.append_usage(_rows())
         assert list(store.usage_summary(by="status")) == [
-            UsageSummaryRow("200/0", 3, 0, (1500 + 500 + 1500) // 3, 1500),
-            UsageSummaryRow("200/10003", 1, 1, 1500, 1500),
-            UsageSummaryRow("200/10004", 1, 1, 100, 100),
-            UsageSummaryRow("403/10006", 1, 1, 7, 7),
+            UsageSummaryRow("200/0", 3, 0, (1500 + 500 + 1500) // 3, 1500, 1500, 1500),
+            UsageSummaryRow("200/10003", 1, 1, 1500, 1500, 1500, 1500),
+            UsageSummaryRow("200/10004", 1, 1, 100, 100, 100, 100),
+            UsageSummaryRow("403/10006", 1, 1, 7, 7, 7, 7),
         ]
+
+    def test_percentiles_are_nearest_rank_per_group(self, store: Store) -> None:
+        """Over latencies 1..200 µs: p50 is 100 µs and p99 198 µs (the 100th and 198th)."""
+        rows = [
+            usage(f"r{i}", latency_us=latency)
+            for i, latency in enumerate(random.Random(5).sample(range(1, 201), 200))
+        ]
+        store.append_usage(rows)
+        [summary] = store.usage_summary()
+        assert (summary.p50_latency_us, summary.p99_latency_us) == (100, 198)
+        assert (summary.avg_latency_us, summary.max_latency_us) == (100, 200)
 
     def test_summary_filters_by_api_key_and_since(self, store: Store) -> None:
         """api_key keeps one key's rows; since_ms keeps rows at or after it (ms)."""

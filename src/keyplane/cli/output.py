@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,12 @@ from rich.table import Table
 
 __all__ = ["console", "err_console", "print_json", "print_kv", "print_table"]
 
+#: line width for output written to a pipe or file, where Rich would assume 80 columns and
+#: squeeze table cells (COLUMNS, when set, still wins)
+_PIPED_WIDTH = 200
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console = Console(width=_PIPED_WIDTH)
 err_console = Console(stderr=True)
 
 
@@ -37,7 +43,8 @@ def print_table(
     *,
     wrap: Sequence[str] = ("ips", "note", "username"),
 ) -> None:
-    """A table with a header row; only the `wrap` columns fold, the rest (ids, dates) never do."""
+    """A table with a header row; only the `wrap` columns fold, the rest (ids, dates) never do.
+    Piped or redirected (no terminal), rows are not squeezed into 80 columns (see console)."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold", no_wrap=column not in wrap)

@@ -29,6 +29,8 @@ def _group_json(row: UsageSummaryRow) -> dict[str, Any]:
         "requests": row.requests,
         "errors": row.errors,
         "avgLatencyUs": row.avg_latency_us,
+        "p50LatencyUs": row.p50_latency_us,
+        "p99LatencyUs": row.p99_latency_us,
         "maxLatencyUs": row.max_latency_us,
     }
 
@@ -46,7 +48,8 @@ def usage(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Summarise the usage log: requests, errors and latency (µs) per endpoint or status."""
+    """Summarise the usage log: requests, errors and latency (µs: average, p50, p99, max) per
+    endpoint or status."""
     if by not in ("endpoint", "status"):
         fail(f"--by must be endpoint or status, not {by!r}")
     since_ms: int | None = None
@@ -83,7 +86,18 @@ def usage(
     title = f"usage by {by}" + (f" of {key}" if key else "") + (f" since {since}" if since else "")
     print_table(
         title,
-        [by, "requests", "errors", "avg µs", "max µs"],
-        [(r.group, r.requests, r.errors, r.avg_latency_us, r.max_latency_us) for r in rows],
+        [by, "requests", "errors", "avg µs", "p50 µs", "p99 µs", "max µs"],
+        [
+            (
+                r.group,
+                r.requests,
+                r.errors,
+                r.avg_latency_us,
+                r.p50_latency_us,
+                r.p99_latency_us,
+                r.max_latency_us,
+            )
+            for r in rows
+        ],
     )
     console.print(f"{requests} requests, {errors} errors", highlight=False)

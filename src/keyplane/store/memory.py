@@ -20,7 +20,13 @@ from keyplane.store.protocol import (
     PurgeResult,
     UpstreamCredentialsRecord,
 )
-from keyplane.usage.model import KeyNetwork, UsageBy, UsageEvent, UsageSummaryRow
+from keyplane.usage.model import (
+    KeyNetwork,
+    UsageBy,
+    UsageEvent,
+    UsageSummaryRow,
+    percentile_rank,
+)
 
 __all__ = ["FIRST_UID", "MAX_API_KEY_LENGTH", "MemoryStore"]
 
@@ -338,16 +344,20 @@ class MemoryStore:
                 if since_ms is not None and row.at_ms < since_ms:
                     continue
                 groups.setdefault(usage_group(row, by), []).append(row)
-        summary = [
-            UsageSummaryRow(
-                group=group,
-                requests=len(rows),
-                errors=sum(1 for r in rows if is_usage_error(r.http_status, r.ret_code)),
-                avg_latency_us=sum(r.latency_us for r in rows) // len(rows),
-                max_latency_us=max(r.latency_us for r in rows),
+        summary = []
+        for group, rows in groups.items():
+            latencies = sorted(r.latency_us for r in rows)
+            summary.append(
+                UsageSummaryRow(
+                    group=group,
+                    requests=len(rows),
+                    errors=sum(1 for r in rows if is_usage_error(r.http_status, r.ret_code)),
+                    avg_latency_us=sum(latencies) // len(rows),
+                    max_latency_us=latencies[-1],
+                    p50_latency_us=latencies[percentile_rank(50, len(rows)) - 1],
+                    p99_latency_us=latencies[percentile_rank(99, len(rows)) - 1],
+                )
             )
-            for group, rows in groups.items()
-        ]
         return sort_summary(summary)
 
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:

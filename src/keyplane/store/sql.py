@@ -685,34 +685,70 @@ class SqlStore:
     def usage_summary(
         self, *, api_key: str | None = None, since_ms: int | None = None, by: UsageBy = "endpoint"
     ) -> Sequence[UsageSummaryRow]:
-        """One GROUP BY query (endpoint: method, path; status: http_status, ret_code)."""
+        """Two queries: one GROUP BY (endpoint: method, path; status: http_status, ret_code)
+        for counts, average and maximum; one window query (ROW_NUMBER and COUNT over each
+        group, ordered by latency) picking the nearest-rank p50 and p99 rows."""
         check_usage_by(by)
         t = usage_log
         keys = [t.c.method, t.c.path] if by == "endpoint" else [t.c.http_status, t.c.ret_code]
         error = case(((t.c.ret_code != 0) | (t.c.http_status >= 400), 1), else_=0)
-        query = select(
-            *keys,
-            func.count().label("requests"),
-            func.sum(error).label("errors"),
-            func.sum(t.c.latency_us).label("total_us"),
-            func.max(t.c.latency_us).label("max_us"),
-        ).group_by(*keys)
+        where = []
         if api_key is not None:
-            query = query.where(t.c.api_key == api_key)
+            where.append(t.c.api_key == api_key)
         if since_ms is not None:
-            query = query.where(t.c.at_ms >= since_ms)
-        with self._engine.begin() as conn:
-            found = conn.execute(query).all()
-        summary = [
-            UsageSummaryRow(
-                group=f"{row[0]} {row[1]}" if by == "endpoint" else f"{row[0]}/{row[1]}",
-                requests=int(row.requests),
-                errors=int(row.errors or 0),
-                avg_latency_us=int(row.total_us or 0) // int(row.requests),
-                max_latency_us=int(row.max_us or 0),
+            where.append(t.c.at_ms >= since_ms)
+        totals = (
+            select(
+                *keys,
+                func.count().label("requests"),
+                func.sum(error).label("errors"),
+                func.sum(t.c.latency_us).label("total_us"),
+                func.max(t.c.latency_us).label("max_us"),
             )
-            for row in found
-        ]
+            .where(*where)
+            .group_by(*keys)
+        )
+        ranked = (
+            select(
+                *keys,
+                t.c.latency_us,
+                func.row_number().over(partition_by=keys, order_by=t.c.latency_us).label("rn"),
+                func.count().over(partition_by=keys).label("n"),
+            )
+            .where(*where)
+            .subquery()
+        )
+        # nearest rank ceil(p/100 * n) = (p * n + 99) // 100 (integer division in SQL)
+        p50_rank, p99_rank = (ranked.c.n * 50 + 99) // 100, (ranked.c.n * 99 + 99) // 100
+        picks = select(
+            *[ranked.c[k.name] for k in keys],
+            ranked.c.latency_us,
+            (ranked.c.rn == p50_rank).label("is_p50"),
+            (ranked.c.rn == p99_rank).label("is_p99"),
+        ).where(or_(ranked.c.rn == p50_rank, ranked.c.rn == p99_rank))
+        with self._engine.begin() as conn:
+            found = conn.execute(totals).all()
+            percentiles: dict[tuple[Any, Any], dict[int, int]] = {}
+            for row in conn.execute(picks):
+                chosen = percentiles.setdefault((row[0], row[1]), {})
+                if row.is_p50:
+                    chosen[50] = int(row.latency_us)
+                if row.is_p99:
+                    chosen[99] = int(row.latency_us)
+        summary = []
+        for row in found:
+            chosen = percentiles.get((row[0], row[1]), {})
+            summary.append(
+                UsageSummaryRow(
+                    group=f"{row[0]} {row[1]}" if by == "endpoint" else f"{row[0]}/{row[1]}",
+                    requests=int(row.requests),
+                    errors=int(row.errors or 0),
+                    avg_latency_us=int(row.total_us or 0) // int(row.requests),
+                    max_latency_us=int(row.max_us or 0),
+                    p50_latency_us=chosen.get(50, 0),
+                    p99_latency_us=chosen.get(99, 0),
+                )
+            )
         return sort_summary(summary)
 
     def revision(self) -> int:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
-__all__ = ["KeyNetwork", "UsageBy", "UsageEvent", "UsageFields", "UsageSummaryRow"]
+__all__ = [
+    "KeyNetwork",
+    "UsageBy",
+    "UsageEvent",
+    "UsageFields",
+    "UsageSummaryRow",
+    "percentile_rank",
+]
 
 #: a UsageEvent's fields before row_id, in declaration order: what the auth middleware emits
 #: (a plain tuple is the cheapest thing to make on the hot path).
@@ -54,6 +61,8 @@ class UsageSummaryRow:
     group: "GET /v5/account/wallet-balance" (by endpoint) or "200/10003" (by status: HTTP
     status / retCode). requests: rows in the group. errors: rows with retCode != 0 or HTTP
     status >= 400. avg_latency_us / max_latency_us: int µs (average rounded down).
+    p50_latency_us / p99_latency_us: int µs, nearest-rank percentiles (the latency of the
+    ceil(p/100 × requests)-th fastest request).
     """
 
     group: str
@@ -61,6 +70,14 @@ class UsageSummaryRow:
     errors: int
     avg_latency_us: int
     max_latency_us: int
+    p50_latency_us: int
+    p99_latency_us: int
+
+
+def percentile_rank(pct: int, count: int) -> int:
+    """The 1-based nearest rank of the pct-th percentile (0 < pct <= 100) among count values:
+    ceil(pct/100 × count), at least 1."""
+    return max(1, (pct * count + 99) // 100)
 
 
 @dataclass(frozen=True, slots=True)
