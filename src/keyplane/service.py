@@ -468,17 +468,28 @@ class KeyService:
             self.store.iter_audit(), self.store.find_audit_checkpoint(), CheckpointSigner(self.kek)
         )
 
-    def purge(self, *, retention_days: int, actor: str = DEFAULT_ACTOR) -> PurgeResult:
-        """Delete audit rows and revoked keys older than retention_days (days before now).
+    def purge(
+        self,
+        *,
+        retention_days: int,
+        usage_retention_days: int | None = None,
+        actor: str = DEFAULT_ACTOR,
+    ) -> PurgeResult:
+        """Delete audit rows and revoked keys older than retention_days (days before now), and
+        usage rows older than usage_retention_days (None: keep them).
 
         The audit rows purged are the longest prefix of the chain older than the cutoff; a
         checkpoint of its last row, signed under the KEK, keeps the rest verifiable. Audited as
-        maintenance.purge (in the same transaction). Raises ParameterError when
-        retention_days < 1.
+        maintenance.purge (in the same transaction as the audit and key deletion; usage rows
+        go first, in their own batches, and are counted in that event). Raises ParameterError
+        when a retention is below 1 day.
         """
-        if retention_days < 1:
+        if retention_days < 1 or (usage_retention_days is not None and usage_retention_days < 1):
             raise ParameterError("retention must be at least 1 day")
         now = self.clock.now_ms()
+        usage_rows = 0
+        if usage_retention_days is not None:
+            usage_rows = self.store.purge_usage(before_ms=now - usage_retention_days * DAY_MS)
         cutoff = now - retention_days * DAY_MS
         last = None
         for record in self.store.iter_audit():
@@ -501,9 +512,13 @@ class KeyService:
             "cutoffMs": cutoff,
             "auditThroughId": 0 if last is None else last.id,
             "keys": keys,
+            "usageRows": usage_rows,
         }
         event = AuditEvent(now, actor, AuditAction.MAINTENANCE_PURGE, "", after=after)
-        return self.store.purge(checkpoint=checkpoint, keys_revoked_before_ms=cutoff, audit=[event])
+        result = self.store.purge(
+            checkpoint=checkpoint, keys_revoked_before_ms=cutoff, audit=[event]
+        )
+        return replace(result, usage_rows=usage_rows)
 
     def key_entry(self, api_key: str) -> KeyEntry | None:
         """Load a key with its account and verifier for the hot path; None when unknown.

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     audit_retention_days: int, days audit rows and revoked keys are kept before `keyplane
         maintenance purge` deletes them (KEYPLANE_AUDIT_RETENTION_DAYS).
     usage_log: bool, one usage row per request that names an api key (KEYPLANE_USAGE_LOG).
+    usage_retention_days: int, days usage rows are kept before `keyplane maintenance purge`
+        deletes them (KEYPLANE_USAGE_RETENTION_DAYS).
     usage_queue_max: int, rows held in memory; beyond it rows go straight to the spill file.
     usage_flush_ms: int, ms between usage flushes; usage_batch_rows: int, rows per store write
         (and the queue length that triggers an early flush).
@@ -77,6 +79,7 @@ class Settings(BaseSettings):
     upstream_timeout_s: float = Field(default=10.0, gt=0, le=300)
     audit_retention_days: int = Field(default=90, ge=1)
     usage_log: bool = True
+    usage_retention_days: int = Field(default=30, ge=1)
     usage_queue_max: int = Field(default=100_000, gt=0)
     usage_flush_ms: int = Field(default=1000, gt=0)
     usage_batch_rows: int = Field(default=5000, gt=0)

@@ -14,6 +14,7 @@ from keyplane.clock import FrozenClock, SystemClock
 from keyplane.keys import DAY_MS, KeyEncryptionKey
 from keyplane.service import KeyService
 from keyplane.store import open_store
+from keyplane.usage import UsageEvent
 
 from .conftest import Server
 from .test_cli import keyplane, keyplane_json
@@ -120,12 +121,23 @@ class TestAuditTrail:
         account = past.create_account()
         old = past.create_key(account.uid).key.api_key
         past.revoke_key(old)
+        now = SystemClock().now_ms()
+        store.append_usage(  # usage rows 31 and 29 days old: the default keeps 30 days
+            [
+                UsageEvent(
+                    at, old, 1, account.uid, "GET", "/v5/x", 200, 0, 0, 9, 5, "::1", True, rid
+                )
+                for at, rid in ((now - 31 * DAY_MS, "u-1"), (now - 29 * DAY_MS, "u-2"))
+            ]
+        )
         store.close()
         fresh = keyplane_json("keys", "create", "--uid", str(account.uid), db=db, env=env)
         assert keyplane("audit", "verify", db=db, env=env).returncode == 0
 
         purged = keyplane_json("maintenance", "purge", db=db, env=env)
-        assert purged == {"auditRows": 3, "throughRow": 3, "keys": [old]}
+        assert purged == {"auditRows": 3, "throughRow": 3, "keys": [old], "usageRows": 1}
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT row_id FROM usage_log").fetchall() == [("u-2",)]
         verified = keyplane("audit", "verify", db=db, env=env)
         assert verified.returncode == 0, verified.stderr
         assert "chain intact: 2 rows (checkpoint at row 3)" in verified.stdout

@@ -120,3 +120,15 @@ class TestUsageLog:
         before = store.revision()
         store.append_usage(_rows())
         assert store.revision() == before
+
+
+class TestUsagePurge:
+    def test_rows_before_the_cutoff_go_the_rest_stay(self, store: Store) -> None:
+        """purge_usage(before_ms) deletes at_ms < before_ms and counts them; a replay of a
+        purged row_id is stored again (the id is free)."""
+        store.append_usage([usage(f"p-{i}", at_ms=T0 + i) for i in range(5)])
+        assert store.purge_usage(before_ms=T0 + 3) == 3
+        assert store.purge_usage(before_ms=T0 + 3) == 0
+        [summary] = store.usage_summary()
+        assert summary.requests == 2
+        assert store.append_usage([usage("p-0", at_ms=T0 + 9)]) == 1

@@ -3,7 +3,7 @@
     keyplane audit verify [--json]                 exit 0 intact, 1 naming the first broken row
     keyplane audit list [--key APIKEY] [--since 1h|30m|2d] [--limit N] [--json]
     keyplane audit export --format jsonl [--output FILE]
-    keyplane maintenance purge [--retention-days 90] [--yes] [--json]
+    keyplane maintenance purge [--retention-days 90] [--usage-retention-days 30] [--yes] [--json]
 
 The chain and its checkpoint are checked by keyplane.audit.verify_chain; purge keeps it
 verifiable with a checkpoint signed under a key derived from the KEK.
@@ -172,31 +172,52 @@ def purge(
             min=1,
         ),
     ] = None,
+    usage_retention_days: Annotated[
+        int | None,
+        typer.Option(
+            "--usage-retention-days",
+            help="Keep this many days of usage rows (default KEYPLANE_USAGE_RETENTION_DAYS, 30).",
+            min=1,
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete audit rows and revoked keys older than the retention; the chain stays
-    verifiable (a signed checkpoint replaces the purged rows)."""
+    """Delete audit rows and revoked keys older than the retention, and usage rows older than
+    the usage retention; the audit chain stays verifiable (a signed checkpoint replaces the
+    purged rows)."""
     with _service_and_settings(db) as (service, settings):
         days = retention_days or settings.audit_retention_days
+        usage_days = usage_retention_days or settings.usage_retention_days
         if (
             not yes
             and sys.stdin.isatty()
-            and not typer.confirm(f"Purge audit rows and revoked keys older than {days} days?")
+            and not typer.confirm(
+                f"Purge audit rows and revoked keys older than {days} days, "
+                f"usage rows older than {usage_days} days?"
+            )
         ):
             raise typer.Exit(1)
-        result = service.purge(retention_days=days, actor=admin_actor())
+        result = service.purge(
+            retention_days=days, usage_retention_days=usage_days, actor=admin_actor()
+        )
     through = 0 if result.checkpoint is None else result.checkpoint.through_id
     if as_json:
         print_json(
-            {"auditRows": result.audit_rows, "throughRow": through, "keys": list(result.keys)}
+            {
+                "auditRows": result.audit_rows,
+                "throughRow": through,
+                "keys": list(result.keys),
+                "usageRows": result.usage_rows,
+            }
         )
         return
     console.print(
         f"Purged {result.audit_rows} audit rows"
         + (f" (through row {through})" if through else "")
-        + f" and {len(result.keys)} revoked keys older than {days} days.",
+        + f" and {len(result.keys)} revoked keys older than {days} days, "
+        + f"{result.usage_rows} usage rows older than {usage_days} days.",
         highlight=False,
     )
     for api_key in result.keys:

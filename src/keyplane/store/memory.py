@@ -360,6 +360,15 @@ class MemoryStore:
             )
         return sort_summary(summary)
 
+    def purge_usage(self, *, before_ms: int) -> int:
+        """Delete usage rows older than before_ms (ms); returns how many went."""
+        with self._lock:
+            kept = [r for r in self._usage if r.at_ms >= before_ms]
+            gone = len(self._usage) - len(kept)
+            self._usage = kept
+            self._usage_ids = {r.row_id for r in kept}
+        return gone
+
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
         """Stored networks per key id, by last_seen_ms (see Store.load_key_networks)."""
         wanted = set(key_ids)

@@ -36,11 +36,13 @@ AccountAudit = Callable[[Account], Sequence[AuditEvent]]
 
 @dataclass(frozen=True, slots=True)
 class PurgeResult:
-    """What Store.purge removed: audit rows (count), revoked keys (api_keys), the checkpoint."""
+    """What a purge removed: audit rows (count), revoked keys (api_keys), the checkpoint, and
+    usage rows (count; set by KeyService.purge, 0 from Store.purge)."""
 
     audit_rows: int
     keys: tuple[str, ...]
     checkpoint: AuditCheckpoint | None
+    usage_rows: int = 0
 
 
 #: name of the one upstream-credentials row a gateway uses.
@@ -202,6 +204,11 @@ class Store(Protocol):
         """Usage rows grouped by endpoint ("GET /v5/...") or status ("<http>/<retCode>"),
         optionally of one api_key and with at_ms >= since_ms (ms); most requests first, then by
         group. Raises ValueError for another `by`."""
+        ...
+
+    def purge_usage(self, *, before_ms: int) -> int:
+        """Delete usage rows with at_ms < before_ms (ms), in batches (short transactions that
+        never hold up the usage writer); returns how many went."""
         ...
 
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:

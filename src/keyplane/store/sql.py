@@ -605,6 +605,19 @@ class SqlStore:
             result = conn.exec_driver_sql(_USAGE_STAGE_MOVE)
             return max(int(result.rowcount), 0)
 
+    def purge_usage(self, *, before_ms: int) -> int:
+        """Delete usage rows older than before_ms (ms), _USAGE_PURGE_BATCH rows per
+        transaction (through the at_ms index); returns how many went."""
+        t = usage_log
+        batch = select(t.c.row_id).where(t.c.at_ms < before_ms).limit(_USAGE_PURGE_BATCH)
+        gone = 0
+        while True:
+            with self._writer.begin() as conn:
+                deleted = conn.execute(delete(t).where(t.c.row_id.in_(batch))).rowcount
+            gone += max(int(deleted), 0)
+            if deleted < _USAGE_PURGE_BATCH:
+                return gone
+
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
         """Stored networks per key id, by last_seen_ms (see Store.load_key_networks); one query
         per 500 ids."""
@@ -853,6 +866,8 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+#: usage rows deleted per transaction by purge_usage.
+_USAGE_PURGE_BATCH = 20_000
 #: usage_log columns in UsageEvent's field order (a UsageEvent is its own parameter tuple).
 _USAGE_COLUMNS = UsageEvent._fields
 _USAGE_COLUMN_LIST = ", ".join(_USAGE_COLUMNS)
