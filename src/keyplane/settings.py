@@ -27,9 +27,11 @@ class Settings(BaseSettings):
     max_body_bytes: int, bytes; larger bodies get retCode 10001 with HTTP 413.
     cache_poll_ms: int, ms between checks of the store revision (key-cache invalidation).
     ip_limit: "600/5s" form or "off" (KEYPLANE_IP_LIMIT); over it HTTP 403 for ip_ban_seconds.
-    ratelimit_fail_open_reads / _writes: what happens when the limiter backend is down.
-    redis_url: redis://host:port/db (KEYPLANE_REDIS_URL); when set, rate limits are kept in
-        Redis and so shared by every node; unset, in process memory (one node).
+    ratelimit_fail_open_reads / _writes: what happens when the limiter backend is down; the
+        replay guard's store (keys with replay_guard on) follows the same two settings.
+    redis_url: redis://host:port/db (KEYPLANE_REDIS_URL); when set, rate limits and the replay
+        guard's signatures are kept in Redis and so shared by every node; unset, in process
+        memory (one node).
     ws_max_connections_per_key: authenticated WebSocket connections (/v5/private, /v5/trade)
         one api key may hold at once (KEYPLANE_WS_MAX_CONNECTIONS_PER_KEY); beyond it auth fails.
     upstream_url: base URL (KEYPLANE_UPSTREAM_URL); when set, keyplane is a gateway: every

@@ -31,10 +31,12 @@ from keyplane.http.key_management import key_management_routes
 from keyplane.http.limits import RequestLimits
 from keyplane.http.metrics import Metrics, metrics_endpoint
 from keyplane.http.middleware import AuthMiddleware
+from keyplane.http.replay import ReplayGuard
 from keyplane.http.usage import FanOutSink, LastUsedRecorder, UsageSink
 from keyplane.keys import KeyEncryptionKey
 from keyplane.logs import configure_logging
 from keyplane.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from keyplane.replay import MemoryReplayStore, RedisReplayStore, ReplayStore
 from keyplane.service import KeyService
 from keyplane.settings import Settings, load_kek
 from keyplane.store import SqlStore, Store, open_store
@@ -100,6 +102,13 @@ def _limiter_for(settings: Settings) -> RateLimiter:
     return RedisRateLimiter.from_url(settings.redis_url.get_secret_value())
 
 
+def _replay_store_for(settings: Settings) -> ReplayStore:
+    """Redis when settings.redis_url is set (one replay guard for every node), else in-memory."""
+    if settings.redis_url is None:
+        return MemoryReplayStore()
+    return RedisReplayStore.from_url(settings.redis_url.get_secret_value())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -108,14 +117,19 @@ def create_app(
     kek: KeyEncryptionKey | None = None,
     venue: VenueState | None = None,
     limiter: RateLimiter | None = None,
+    replay_store: ReplayStore | None = None,
 ) -> Starlette:
-    """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter) can be swapped.
+    """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter, replay store)
+    can be swapped.
 
-    With no limiter: Redis when settings.redis_url is set, else in-memory (one node). With no
-    store, opens (and migrates) settings.database_url. The app owns the store and limiter it
-    made and closes them on shutdown. Background upkeep while running: key-cache invalidation
-    by the revocation broadcast (PostgreSQL LISTEN/NOTIFY) and by polling the store revision
-    every settings.cache_poll_ms, and lastUsedAt flushes every settings.last_used_flush_ms.
+    With no limiter or replay_store: Redis when settings.redis_url is set, else in-memory (one
+    node); the replay store remembers signatures of keys with replay_guard on (10014 on a
+    repeat, keyplane.http.replay) and fails open or closed like the limiter. With no store,
+    opens (and migrates) settings.database_url. The app owns the store it made and closes it,
+    the limiter and the replay store on shutdown. Background upkeep while running: key-cache
+    invalidation by the revocation broadcast (PostgreSQL LISTEN/NOTIFY) and by polling the store
+    revision every settings.cache_poll_ms, and lastUsedAt flushes every
+    settings.last_used_flush_ms.
     With settings.upstream_url the app is a gateway: every policy route outside /v5/user/*
     is forwarded upstream (keyplane.gateway) instead of served by the demo venue.
     With settings.usage_log (default on) every request naming an api key becomes a usage row,
@@ -173,6 +187,12 @@ def create_app(
         fail_open_writes=settings.ratelimit_fail_open_writes,
     )
     metrics.watch_limiter(limits.decisions)
+    replay = ReplayGuard(
+        replay_store or _replay_store_for(settings),
+        fail_open_reads=settings.ratelimit_fail_open_reads,
+        fail_open_writes=settings.ratelimit_fail_open_writes,
+    )
+    metrics.watch_replay(replay.outcomes)
     metrics.watch_cache(lambda: (cache.hits, cache.misses, cache.invalidations))
     round_trips = getattr(limits.limiter, "round_trips", None)
     if round_trips is not None:
@@ -207,6 +227,7 @@ def create_app(
         if alert_http is not None:
             await alert_http.aclose()
         await limits.limiter.close()
+        await replay.store.close()
         if owns_store:
             the_store.close()
 
@@ -230,6 +251,7 @@ def create_app(
                 auth_outcomes=metrics.auth_outcomes,
                 upstream_limit_headers=gateway is not None,
                 usage=sink,
+                replay=replay,
                 max_body_bytes=settings.max_body_bytes,
                 trusted_proxies=settings.trusted_proxies,
             )
@@ -243,6 +265,7 @@ def create_app(
     app.state.service = service
     app.state.cache = cache
     app.state.limits = limits
+    app.state.replay = replay
     app.state.metrics = metrics
     app.state.usage = usage
     app.state.anomaly_guard = guard
@@ -253,6 +276,7 @@ def create_app(
         the_clock,
         trusted_proxies=settings.trusted_proxies,
         max_connections_per_key=settings.ws_max_connections_per_key,
+        replay=replay,
     )
     app.state.venue.events.add_listener(ws_hub.on_venue_events)
     cache.add_invalidation_listener(ws_hub.on_invalidated)

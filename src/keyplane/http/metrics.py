@@ -11,6 +11,8 @@ Series (all counters are totals since the process started):
 - keyplane_key_cache_lookups_total{result}: hit, miss. keyplane_key_cache_invalidations_total.
 - keyplane_revocation_propagation_seconds: histogram, commit of a key change on any node ->
   this node dropping its cache (PostgreSQL LISTEN/NOTIFY; wall clocks, so same-host accurate).
+- keyplane_replay_checks_total{outcome}: replay-guard checks of keys with replay_guard on:
+  passed, refused (10014), failed_open, failed_closed (the replay store's fail policy).
 - keyplane_ratelimit_backend_round_trips_total: round trips to Redis (at most one a decision;
   concurrent decisions share one pipelined round trip).
 - keyplane_gateway_upstream_requests_total / _failures_total: gateway mode only.
@@ -74,6 +76,7 @@ class Metrics:
             registry=self.registry,
         )
         self._limiter_decisions: Counter[str] = Counter()
+        self._replay_outcomes: Counter[str] = Counter()
         self._cache_stats: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)
         self._ws_connections: Callable[[], int] = lambda: 0
         self._round_trips: Callable[[], int] | None = None
@@ -85,6 +88,10 @@ class Metrics:
     def watch_limiter(self, decisions: Counter[str]) -> None:
         """Expose this Counter of limiter outcomes (keyplane.http.limits.RequestLimits)."""
         self._limiter_decisions = decisions
+
+    def watch_replay(self, outcomes: Counter[str]) -> None:
+        """Expose this Counter of replay-guard outcomes (keyplane.http.replay.ReplayGuard)."""
+        self._replay_outcomes = outcomes
 
     def watch_cache(self, stats: Callable[[], tuple[int, int, int]]) -> None:
         """stats() -> (hits, misses, invalidations) of the key cache."""
@@ -141,6 +148,14 @@ class _Collector(Collector):
         for outcome, count in sorted(self._m._limiter_decisions.items()):
             limiter.add_metric([outcome], count)
         yield limiter
+        replay = CounterMetricFamily(
+            "keyplane_replay_checks",
+            "Replay-guard checks by outcome (refused = 10014; failed_* = store unavailable).",
+            labels=["outcome"],
+        )
+        for outcome, count in sorted(self._m._replay_outcomes.items()):
+            replay.add_metric([outcome], count)
+        yield replay
         hits, misses, invalidations = self._m._cache_stats()
         lookups = CounterMetricFamily(
             "keyplane_key_cache_lookups", "Key-cache lookups by result.", labels=["result"]

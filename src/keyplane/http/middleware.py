@@ -33,9 +33,11 @@ from keyplane.errors import KeyplaneError, ParameterError, RateLimitedError, Rou
 from keyplane.http.envelope import envelope_bytes
 from keyplane.http.errors import BodyTooLargeError, MethodNotAllowedError, http_status_for
 from keyplane.http.limits import RequestLimits, limit_headers
+from keyplane.http.replay import ReplayGuard
 from keyplane.http.usage import LastUsedRecorder, UsageSink, ret_code_of
 from keyplane.policy import find_route
 from keyplane.ratelimit import Decision
+from keyplane.replay import http_ttl_ms
 
 __all__ = ["AuthMiddleware", "client_ip_of"]
 
@@ -122,6 +124,7 @@ class AuthMiddleware:
         auth_outcomes: Counter[int] | None = None,
         upstream_limit_headers: bool = False,
         usage: UsageSink | None = None,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.app = app
         self.cache = cache
@@ -135,6 +138,8 @@ class AuthMiddleware:
         self.upstream_limit_headers = upstream_limit_headers
         # None: no usage log. last_used None: the usage writer sets lastUsedAt from the stream
         self.usage = usage
+        # keys with replay_guard on: 10014 for a signature seen before (in-memory by default)
+        self.replay = replay if replay is not None else ReplayGuard()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _PASS_THROUGH:
@@ -241,6 +246,9 @@ class AuthMiddleware:
                 context = authenticate(headers, payloads, entry, client_ip=client_ip, now_ms=now)
                 if facts is not None:
                     facts.authenticated = True  # the signature verified
+                if context.key.replay_guard:  # 10014 for a signature seen inside its window
+                    ttl = http_ttl_ms(headers.timestamp_ms, headers.recv_window_ms, now)
+                    await self.replay.check(context.key, headers.signature, ttl, write=policy.write)
                 params = parse_query(raw_query) if get else _parse_json_body(body)
                 raw_category = params.get("category")
                 category = raw_category if isinstance(raw_category, str) else None

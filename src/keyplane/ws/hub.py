@@ -37,6 +37,8 @@ from keyplane.auth.pipeline import KeyEntry, authenticate_ws, check_key_state
 from keyplane.clock import Clock
 from keyplane.errors import KeyplaneError
 from keyplane.http.middleware import client_ip_of
+from keyplane.http.replay import ReplayGuard
+from keyplane.replay import ws_ttl_ms
 from keyplane.venue.events import VenueEvent
 from keyplane.ws.protocol import ProtocolError, parse_auth_args, push
 
@@ -119,7 +121,9 @@ class Connection:
 class WsHub:
     """Connections of one app. cache: the app's KeyCache; clock: its Clock;
     trusted_proxies: IPs/CIDRs whose X-Forwarded-For is believed (as for REST);
-    max_connections_per_key: authenticated connections one api key may hold at once."""
+    max_connections_per_key: authenticated connections one api key may hold at once;
+    replay: the app's ReplayGuard (keys with replay_guard on: a repeated auth signature before
+    its `expires` is refused with 10014; in-memory when not given)."""
 
     def __init__(
         self,
@@ -128,11 +132,13 @@ class WsHub:
         *,
         trusted_proxies: Sequence[str] = (),
         max_connections_per_key: int = 20,
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.cache = cache
         self.clock = clock
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.max_connections_per_key = max_connections_per_key
+        self.replay = replay if replay is not None else ReplayGuard()
         self._connections: dict[str, Connection] = {}
         self._by_uid: dict[int, set[Connection]] = defaultdict(set)
         self._by_key: dict[str, set[Connection]] = defaultdict(set)
@@ -170,16 +176,23 @@ class WsHub:
     async def authenticate(self, conn: Connection, args: list[Any]) -> AuthContext:
         """Verify an auth frame's args [apiKey, expires, signature] for conn and mark it
         authenticated. Raises ProtocolError (malformed args, repeat auth, per-key cap) or the
-        pipeline's KeyplaneError (10003, 10001 expired, 10004, 10007, 33004, 10010)."""
+        pipeline's KeyplaneError (10003, 10001 expired, 10004, 10007, 33004, 10010), and with
+        the key's replay guard DuplicateRequestError 10014 for an auth signature already used
+        (the replay store down: the private channel fails open for reads, /v5/trade closed
+        for writes, 10016, by the limiter's settings)."""
         if conn.is_authed:
             raise ProtocolError("error:repeat auth: this connection is already authenticated")
         api_key, expires, signature = parse_auth_args(args)
         found, entry = self.cache.peek(api_key)
         if not found:
             entry = await anyio.to_thread.run_sync(self.cache.load, api_key)
+        now_ms = self.clock.now_ms()
         context = authenticate_ws(
-            expires, signature, entry, client_ip=conn.client_ip, now_ms=self.clock.now_ms()
+            expires, signature, entry, client_ip=conn.client_ip, now_ms=now_ms
         )
+        if context.key.replay_guard:
+            ttl = ws_ttl_ms(expires, now_ms)
+            await self.replay.check(context.key, signature, ttl, write=conn.channel == "trade")
         if len(self._by_key.get(api_key, ())) >= self.max_connections_per_key:
             raise ProtocolError(
                 f"error:too many connections: this api key already holds "
