@@ -4,7 +4,9 @@ twice, one shared PostgreSQL schema, one Redis, one KEK.
 - a key revoked or changed through one node fails on the other within 1 s (LISTEN/NOTIFY);
 - pybit and ccxt hammering one key across both nodes stay within the key's one budget;
 - Redis stopped mid-load: writes 10016, reads served, /readyz 503, recovery without restart;
-- SIGTERM finishes a request that is still uploading its body (graceful shutdown).
+- SIGTERM finishes a request that is still uploading its body (graceful shutdown);
+- replay guard: a request served by one node and replayed to the other gets 10014 (one Redis);
+  with Redis stopped guarded writes get 10016 and guarded reads pass.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,7 @@ from .test_cli import keyplane
 pytestmark = pytest.mark.postgres
 
 TRADE = "Spot:SpotTrade,ContractTrade:Order,Wallet:AccountTransfer"
+ORDER = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Market"}
 
 
 @dataclass
@@ -56,12 +59,15 @@ class Cluster:
     serve_args: list[str]
     env: dict[str, str]
 
-    def new_key(self, *, limits: str | None = None, read_only: bool = False) -> tuple[str, str]:
+    def new_key(
+        self, *, limits: str | None = None, read_only: bool = False, replay_guard: bool = False
+    ) -> tuple[str, str]:
         issued = self.service.create_key(
             self.uid,
             permissions=Permissions.parse(TRADE),
             read_only=read_only,
             rate_limits=RateOverrides.parse(limits) if limits else RateOverrides(),
+            replay_guard=replay_guard,
         )
         assert issued.secret is not None
         return issued.key.api_key, issued.secret.reveal()
@@ -315,3 +321,83 @@ def test_sigterm_finishes_the_request_in_flight(cluster: Cluster) -> None:
     assert (
         pybit(cluster.b.url, key, secret).get_wallet_balance(accountType="UNIFIED")["retCode"] == 0
     )
+
+
+def _signed(
+    key: str, secret: str, method: str, path: str, payload: str
+) -> Callable[[NodeProcess], int]:
+    """A request signed like pybit (timestamp + key + recv_window + payload, HMAC hex), as the
+    (method, path, headers, payload) a captured copy resends byte for byte to any node."""
+    ts = str(int(time.time() * 1000))
+    sign = sign_hmac(secret, string_to_sign(ts, key, "5000", payload.encode()))
+    headers = {
+        "X-BAPI-API-KEY": key,
+        "X-BAPI-TIMESTAMP": ts,
+        "X-BAPI-RECV-WINDOW": "5000",
+        "X-BAPI-SIGN": sign,
+        "Content-Type": "application/json",
+    }
+
+    def send(node: NodeProcess) -> int:
+        url = f"{node.url}{path}" + (f"?{payload}" if method == "GET" else "")
+        content = payload.encode() if method == "POST" else None
+        reply = httpx.request(method, url, headers=headers, content=content, timeout=10)
+        assert reply.status_code == 200
+        return int(reply.json()["retCode"])
+
+    return send
+
+
+def test_replay_to_another_node_is_refused(cluster: Cluster) -> None:
+    """Guard on: an order served by node A, replayed to node B, gets 10014 (both nodes share
+    the Redis store); replayed to A again too. pybit on both nodes keeps working."""
+    key, secret = cluster.new_key(replay_guard=True)
+    body = json.dumps({**ORDER, "qty": "10"})
+    order = _signed(key, secret, "POST", "/v5/order/create", body)
+    assert order(cluster.a) == 0
+    assert order(cluster.b) == 10014
+    assert order(cluster.a) == 10014
+    read = _signed(key, secret, "GET", "/v5/account/wallet-balance", "accountType=UNIFIED")
+    assert read(cluster.b) == 0
+    assert read(cluster.a) == 10014
+    for node in (cluster.a, cluster.b):
+        session = pybit(node.url, key, secret)
+        for _ in range(5):
+            assert session.place_order(**ORDER, qty="10")["retCode"] == 0
+            assert session.get_wallet_balance(accountType="UNIFIED")["retCode"] == 0
+    assert metric(cluster.b, "keyplane_replay_checks_total", outcome="refused") == 1
+    assert metric(cluster.a, "keyplane_replay_checks_total", outcome="refused") == 2
+
+
+def test_replay_guard_with_redis_down_fails_closed_for_writes_and_recovers(
+    cluster: Cluster,
+) -> None:
+    """Redis stopped: a guarded key's order gets 10016 (the guard fails closed for writes,
+    before the limiter is asked), its reads pass (fail open); both counted. Redis back: the
+    guard works again without a restart (a replay is refused again)."""
+    key, secret = cluster.new_key(replay_guard=True)
+    session = pybit(cluster.a.url, key, secret, max_retries=1)
+    assert session.place_order(**ORDER, qty="10")["retCode"] == 0
+
+    cluster.redis.kill()
+    with pytest.raises(InvalidRequestError) as refused:
+        session.place_order(**ORDER, qty="10")
+    assert refused.value.status_code == 10016
+    assert session.get_wallet_balance(accountType="UNIFIED")["retCode"] == 0
+    assert metric(cluster.a, "keyplane_replay_checks_total", outcome="failed_closed") == 1
+    assert metric(cluster.a, "keyplane_replay_checks_total", outcome="failed_open") == 1
+
+    cluster.redis.start()
+    deadline = time.monotonic() + 10
+    codes: list[int] = []
+    while not codes or codes[-1] != 0:
+        assert time.monotonic() < deadline, f"writes did not recover: {codes[-3:]}"
+        try:
+            codes.append(session.place_order(**ORDER, qty="10")["retCode"])
+        except InvalidRequestError as exc:
+            codes.append(int(exc.status_code))
+            time.sleep(0.1)
+    assert set(codes) <= {0, 10016}
+    order = _signed(key, secret, "POST", "/v5/order/create", json.dumps(ORDER | {"qty": "1"}))
+    assert order(cluster.a) == 0
+    assert order(cluster.b) == 10014
