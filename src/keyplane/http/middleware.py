@@ -2,9 +2,10 @@
 
 For every HTTP request: route lookup (10017 / HTTP 404), method check (HTTP 400), body read with
 a size cap (HTTP 413, before the body is read whole), then for private routes the pipeline of
-keyplane.auth (headers, key cache, timestamp, signature, state, expiry, IP, permission), then
-parameter parsing. The verified AuthContext and the parsed params go into the ASGI scope for the
-route handlers. Every failure leaves as the V5 envelope; no traceback leaves the process.
+keyplane.auth (headers, key cache, timestamp, signature, state, expiry, IP), the replay guard
+for keys that have it (10014, keyplane.http.replay), permission, then parameter parsing. The
+verified AuthContext and the parsed params go into the ASGI scope for the route handlers. Every
+failure leaves as the V5 envelope; no traceback leaves the process.
 
 With a usage sink, every request that named an api key on a private route (passed or refused)
 yields one usage row after its response is sent: the sink gets the UsageFields tuple (one
