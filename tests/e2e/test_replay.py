@@ -8,6 +8,7 @@ are captured and sent again with httpx.
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,9 +45,11 @@ class Captured:
 class CapturingPybit:
     """A pybit HTTP session pointed at url that records every request it sends."""
 
-    def __init__(self, url: str, api_key: str, secret: str) -> None:
+    def __init__(self, url: str, api_key: str, secret: str, **options: Any) -> None:
         # pybit retries (after 10006 or 10002) re-sign with a new timestamp: never duplicates
-        self.session = HTTP(api_key=api_key, api_secret=secret, max_retries=5, retry_delay=0)
+        self.session = HTTP(
+            api_key=api_key, api_secret=secret, max_retries=5, retry_delay=0, **options
+        )
         self.session.endpoint = url
         self.sent: list[Captured] = []
         send = self.session.client.send
@@ -64,9 +67,11 @@ class CapturingPybit:
         return self.sent[-1]
 
 
-def guarded_key(server: Server, *, guard: bool = True) -> tuple[str, str]:
+def guarded_key(
+    server: Server, *, guard: bool = True, rsa_public_key: str | None = None
+) -> tuple[str, str]:
     """A fresh trading key; with guard, switched on the way the README says."""
-    api_key, secret = server.new_key()
+    api_key, secret = server.new_key(rsa_public_key=rsa_public_key)
     if guard:
         result = keyplane(
             "keys", "update", api_key, "--replay-guard", db=server.db_url,
@@ -165,6 +170,26 @@ class TestGuardOn:
         headers = {**order.headers, "X-BAPI-SIGN": order.headers["X-BAPI-SIGN"].upper()}
         copy = Captured(order.method, order.url, headers, order.body)
         assert envelope(copy.send_again())[1] == 10014
+
+    def test_rsa_key_replay_in_any_base64_spelling(
+        self, server: Server, rsa_private_pem: tuple[str, str]
+    ) -> None:
+        """An RSA key signing with pybit: the copy is refused, and so is a copy whose base64
+        differs only in unused trailing bits (the same signature bytes)."""
+        private_pem, public_pem = rsa_private_pem
+        api_key, _ = guarded_key(server, rsa_public_key=public_pem)
+        client = CapturingPybit(server.url, api_key, private_pem, rsa_authentication=True)
+        assert client.session.place_order(**ORDER, qty="10")["retCode"] == 0
+        order = client.last()
+        sign = order.headers["X-BAPI-SIGN"]
+        assert sign.endswith("==")  # 256 bytes: the last character before "==" has 4 spare bits
+        sloppy = sign[:-3] + chr(ord(sign[-3]) + 1) + "=="
+        assert base64.b64decode(sloppy, validate=True) == base64.b64decode(sign)
+        copy = Captured(
+            order.method, order.url, {**order.headers, "X-BAPI-SIGN": sloppy}, order.body
+        )
+        assert envelope(copy.send_again())[1] == 10014
+        assert envelope(order.send_again())[1] == 10014
 
 
 class TestGuardOff:
