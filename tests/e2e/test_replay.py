@@ -2,7 +2,7 @@
 are captured and sent again with httpx.
 
 - guard on (`keyplane keys update KEY --replay-guard`): the copy gets HTTP 200, retCode 10014
-  "Invalid duplicate request.", and the venue does not act twice; pybit itself keeps working;
+  "Invalid duplicate request.", and the venue does not act twice; pybit and ccxt keep working;
 - guard off (the default, as on Bybit): the copy is served like the original (retCode 0).
 """
 
@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pybit.unified_trading import HTTP
 
 from .conftest import Server
+from .test_ccxt import exchange
 from .test_cli import keyplane
 
 ORDER = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy", "orderType": "Market"}
@@ -146,6 +147,17 @@ class TestGuardOn:
             codes.append(client.session.get_api_key_information()["retCode"])
         assert set(codes) == {0}
         assert replay_metric(server.url, "refused") == 3
+
+    def test_ccxt_is_unaffected(self, server: Server) -> None:
+        """ccxt on a guarded key: fetch_balance (its discovery calls included) and a market
+        order pass; ccxt signs every call afresh."""
+        api_key, secret = guarded_key(server)
+        ex = exchange(server.url, api_key, secret)
+        assert ex.fetch_balance()["USDT"]["total"] == 100000
+        order = ex.create_order("BTC/USDT", "market", "buy", 0.01, None, {"marketUnit": "baseCoin"})
+        assert order["id"]
+        assert ex.fetch_balance()["BTC"]["total"] > 1
+        assert replay_metric(server.url, "refused") == 0
 
     def test_refusal_comes_after_the_signature_check(self, server: Server) -> None:
         """A copy with a tampered body is a signature error (10004), not a duplicate: the guard
