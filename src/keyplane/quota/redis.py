@@ -1,0 +1,100 @@
+"""Quota counter shared by every node through Redis: one atomic Lua call per request.
+
+Each key's day is one Redis integer `<prefix><key id>:<UTC day number>` (days since the epoch),
+created by the first request of the day with a PEXPIRE lasting until the next 00:00 UTC plus a
+grace hour (clock skew between nodes), so yesterday's counters vanish by themselves. The TTL is
+relative and computed from the caller's clock, not an absolute PEXPIREAT: Redis's own clock
+never decides (frozen test clocks work, as for the rate limiter). The script reads the
+count and increments it only while it is under the quota, so a refused request is never counted
+and concurrent nodes can never push a key past its quota: Redis runs each script atomically.
+Time comes from the caller's clock (`now_ms`), like keyplane.ratelimit.redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from keyplane.keys.model import DAY_MS
+from keyplane.quota.protocol import QuotaDecision, day_start_ms
+
+__all__ = ["DEFAULT_PREFIX", "RedisQuotaCounter"]
+
+DEFAULT_PREFIX = "keyplane:quota:"
+#: extra lifetime of a day's counter past its midnight, ms (clock skew between nodes).
+EXPIRY_GRACE_MS = 3_600_000
+#: from_url() defaults, as for the rate limiter: on the request path a sick Redis must fail
+#: fast and let RequestLimits' fail-open/closed policy decide.
+DEFAULT_TIMEOUT_S = 0.5
+DEFAULT_RETRIES = 1
+
+# KEYS[1] the day's counter; ARGV quota, ttl ms. Returns {allowed 0|1, count}.
+_QUOTA_LUA = """
+local quota = tonumber(ARGV[1])
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count >= quota then
+  return {0, count}
+end
+count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return {1, count}
+"""
+
+
+class RedisQuotaCounter:
+    """Day counters in Redis, shared by all nodes; one EVALSHA round trip per hit (EVAL once
+    more when Redis lost the script). hit() raises redis.exceptions.RedisError when Redis cannot
+    answer; the caller applies its fail-open/closed policy. round_trips counts hits sent."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._script = client.register_script(_QUOTA_LUA)
+        self.round_trips = 0
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = DEFAULT_PREFIX, **client_options: Any
+    ) -> RedisQuotaCounter:
+        """A counter on a new client for url (redis://, rediss://, unix://); 0.5 s connect and
+        socket timeouts and one immediate retry unless client_options say otherwise."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": DEFAULT_TIMEOUT_S,
+            "socket_timeout": DEFAULT_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), DEFAULT_RETRIES),
+        }
+        options.update(client_options)
+        return cls(aioredis.from_url(url, **options), prefix=prefix)
+
+    def _key(self, key_id: int, now_ms: int) -> str:
+        return f"{self._prefix}{key_id}:{now_ms // DAY_MS}"
+
+    async def hit(self, key_id: int, quota: int, now_ms: int) -> QuotaDecision:
+        """Count one request (see QuotaCounter.hit); raises RedisError."""
+        if quota < 1:
+            raise ValueError(f"quota must be >= 1, got {quota}")
+        reset = day_start_ms(now_ms) + DAY_MS
+        self.round_trips += 1
+        reply = await self._script(
+            keys=[self._key(key_id, now_ms)], args=[quota, reset - now_ms + EXPIRY_GRACE_MS]
+        )
+        allowed, count = (int(v) for v in reply)
+        return QuotaDecision(bool(allowed), count, quota, reset)
+
+    async def used(self, key_id: int, now_ms: int) -> int:
+        """Requests counted for key_id today; raises RedisError."""
+        value = await self._client.get(self._key(key_id, now_ms))
+        return int(value) if value is not None else 0
+
+    async def ping(self) -> None:
+        """PING Redis; raises RedisError when it does not answer."""
+        await self._client.ping()
+
+    async def close(self) -> None:
+        """Close the client and its connection pool."""
+        await self._client.aclose()
