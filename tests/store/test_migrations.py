@@ -11,7 +11,7 @@ from keyplane.store.schema import metadata, store_meta
 from keyplane.store.sql import MIGRATIONS_DIR, make_engine, upgrade_to_head
 
 #: the newest migration; bump together with each new file in migrations/versions
-HEAD = "0008"
+HEAD = "0009"
 
 
 class TestMigrations:

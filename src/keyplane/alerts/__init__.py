@@ -1,7 +1,7 @@
 """Alerts: what keyplane tells operators (quota, expiry, anomalies, suspensions) and the
 notifiers that deliver it (webhook, email, in-memory), all behind one protocol."""
 
-from keyplane.alerts.model import Alert, AlertKind
+from keyplane.alerts.model import Alert, AlertKind, AlertRecord
 from keyplane.alerts.notifiers import (
     DeliveryError,
     MemoryNotifier,
@@ -15,6 +15,7 @@ __all__ = [
     "WEBHOOK_SIGNATURE_HEADER",
     "Alert",
     "AlertKind",
+    "AlertRecord",
     "DeliveryError",
     "MemoryNotifier",
     "Notifier",

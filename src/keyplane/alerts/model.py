@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Alert", "AlertKind"]
+__all__ = ["Alert", "AlertKind", "AlertRecord"]
 
 
 class AlertKind(enum.StrEnum):
@@ -57,3 +57,60 @@ class Alert:
     def body(self) -> bytes:
         """to_json() as compact UTF-8 JSON bytes (what the webhook signs and sends)."""
         return json.dumps(self.to_json(), separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One row of the alert log: an alert condition met by a key in a window, stored once.
+
+    key_id / api_key / uid: the key (never its secret). kind: AlertKind. condition: str, what
+    was met, at most 128 characters: "quota.75", "rate.75:<path>:<category>", "expiry.7d".
+    window_ms: int, ms since epoch naming the window the condition is deduplicated in (the
+    UTC day's 00:00 for quota and rate, the key's expires_at_ms for expiry). at_ms: int, ms
+    since epoch, when it was recorded. summary: one human line. details: JSON-safe facts.
+    (key_id, condition, window_ms) is unique in the store: Store.record_alert tells the one
+    caller that stored it, and only that caller sends it.
+    """
+
+    key_id: int
+    api_key: str
+    uid: int
+    kind: AlertKind
+    condition: str
+    window_ms: int
+    at_ms: int
+    summary: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alert_id(self) -> str:
+        """Stable id "<key id>:<condition>:<window ms>": the same on every node and retry."""
+        return f"{self.key_id}:{self.condition}:{self.window_ms}"
+
+    def to_alert(self) -> Alert:
+        """The Alert the notifiers send for this record."""
+        return Alert(
+            id=self.alert_id,
+            kind=self.kind,
+            at_ms=self.at_ms,
+            summary=self.summary,
+            api_key=self.api_key,
+            key_id=self.key_id,
+            uid=self.uid,
+            details={"condition": self.condition, "windowMs": self.window_ms, **self.details},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's JSON form (`keyplane alerts list --json`)."""
+        return {
+            "id": self.alert_id,
+            "kind": self.kind.value,
+            "condition": self.condition,
+            "windowMs": self.window_ms,
+            "atMs": self.at_ms,
+            "apiKey": self.api_key,
+            "keyId": self.key_id,
+            "uid": self.uid,
+            "summary": self.summary,
+            "details": self.details,
+        }

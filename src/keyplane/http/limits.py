@@ -6,6 +6,14 @@ reset time in X-Bapi-Limit-Reset-Timestamp, which pybit sleeps until before retr
 Per IP: 600 requests / 5 s by default, HTTP 403 and a ban (Bybit answers floods with 403).
 When the limiter backend fails (Redis down), the decision is explicit and counted: by default
 reads pass (fail open) and writes get retCode 10016 (fail closed).
+
+Daily quota (keyplane.quota): a key with `daily_quota` N has its authenticated requests counted
+per UTC day after its rate-limit check passed; request N + 1 gets retCode 10006 (HTTP 200) with
+X-Bapi-Limit = N, X-Bapi-Limit-Status = 0 and X-Bapi-Limit-Reset-Timestamp = next 00:00 UTC (ms).
+Refused requests are never counted. A key without a quota costs one attribute check. A quota
+backend failure follows the same fail-open-reads / fail-closed-writes policy, counted in
+quota_decisions. With alert signals, near-limit requests are marked for the alert monitor
+(keyplane.alerts.signals): one integer compare per request with a budget.
 """
 
 from __future__ import annotations
@@ -15,10 +23,12 @@ from dataclasses import dataclass
 
 import structlog
 
+from keyplane.alerts.signals import AlertSignals
 from keyplane.auth.context import AuthContext
 from keyplane.errors import KeyplaneError, RateLimitedError
 from keyplane.http.errors import IpRateLimitedError
 from keyplane.policy import RoutePolicy
+from keyplane.quota import DailyQuotaExceededError, QuotaCounter, QuotaDecision, day_start_ms
 from keyplane.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter
 
 __all__ = ["DEFAULT_IP_RATE", "RequestLimits", "limit_headers"]
@@ -45,6 +55,10 @@ class RequestLimits:
     ip_rate: Rate or None (off). ip_ban_ms: int, ms an IP stays refused after tripping it.
     fail_open_reads / fail_open_writes: what to do when the backend raises.
     decisions: Counter of outcomes, for metrics ("allowed", "limited", "failed_open", ...).
+    quota: the daily-quota counter, None when quotas are not enforced. quota_decisions: Counter
+    of quota outcomes ("allowed", "refused", "failed_open", "failed_closed").
+    signals: where near-limit requests are marked for the alert monitor (None: no rate/quota
+    alerts).
     """
 
     limiter: RateLimiter
@@ -52,9 +66,12 @@ class RequestLimits:
     ip_ban_ms: int = 0
     fail_open_reads: bool = True
     fail_open_writes: bool = False
+    quota: QuotaCounter | None = None
+    signals: AlertSignals | None = None
 
     def __post_init__(self) -> None:
         self.decisions: Counter[str] = Counter()
+        self.quota_decisions: Counter[str] = Counter()
         self._banned_until: dict[str, int] = {}
         # the in-process limiter decides synchronously and cannot fail: skip the coroutine
         limiter = self.limiter
@@ -97,7 +114,15 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        return self._counted(await self._hit(bucket, rate, now_ms, write=policy.write))
+        decision = self._counted(await self._hit(bucket, rate, now_ms, write=policy.write))
+        signals = self.signals
+        if (
+            signals is not None
+            and decision is not None
+            and (decision.limit - decision.remaining) * 10_000 >= signals.rate_bp * decision.limit
+        ):
+            signals.mark_hot(bucket, caller.key, now_ms)
+        return decision
 
     def check_key_now(
         self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int
@@ -109,7 +134,49 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        return self._counted(self._decide_now(bucket, rate, now_ms))
+        decision = self._counted(self._decide_now(bucket, rate, now_ms))
+        signals = self.signals
+        if (
+            signals is not None
+            and decision is not None
+            and (decision.limit - decision.remaining) * 10_000 >= signals.rate_bp * decision.limit
+        ):
+            signals.mark_hot(bucket, caller.key, now_ms)
+        return decision
+
+    async def check_quota(
+        self, caller: AuthContext, policy: RoutePolicy, now_ms: int
+    ) -> QuotaDecision | None:
+        """Count the request against the key's daily quota (call only when
+        caller.key.daily_quota is not None, after check_key passed).
+
+        Returns the decision, None when quotas are off or the backend failed open. Raises
+        DailyQuotaExceededError (10006, limit = quota, reset_at_ms = next 00:00 UTC) when the
+        day's quota is spent, KeyplaneError (10016) when the backend failed and the route fails
+        closed (fail_open_reads / fail_open_writes, as for rate limits).
+        """
+        quota = caller.key.daily_quota
+        counter = self.quota
+        if counter is None or quota is None or quota < 1:
+            return None
+        try:
+            decision = await counter.hit(caller.key.id, quota, now_ms)
+        except Exception as exc:  # backend down: the configured, counted choice
+            fail_open = self.fail_open_writes if policy.write else self.fail_open_reads
+            outcome = "failed_open" if fail_open else "failed_closed"
+            self.quota_decisions[outcome] += 1
+            log.warning("quota counter unavailable", outcome=outcome, error=type(exc).__name__)
+            if fail_open:
+                return None
+            raise KeyplaneError("Server error: quota counter unavailable.") from exc
+        if not decision.allowed:
+            self.quota_decisions["refused"] += 1
+            raise DailyQuotaExceededError(reset_at_ms=decision.reset_at_ms, limit=quota)
+        self.quota_decisions["allowed"] += 1
+        if self.signals is not None:
+            day = day_start_ms(now_ms)
+            self.signals.quota_used(caller.key, decision.used, quota, now_ms, day)
+        return decision
 
     def _counted(self, decision: Decision | None) -> Decision | None:
         if decision is None:

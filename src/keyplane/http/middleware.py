@@ -258,6 +258,8 @@ class AuthMiddleware:
                     decision = limits.check_key_now(context, policy, category, now)
                 else:
                     decision = await limits.check_key(context, policy, category, now)
+                if context.key.daily_quota is not None:  # keys without a quota: this check only
+                    await limits.check_quota(context, policy, now)
             except KeyplaneError as exc:
                 self.auth_outcomes[exc.ret_code] += 1
                 if facts is not None and facts.key_id is not None:

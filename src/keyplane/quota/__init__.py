@@ -6,10 +6,17 @@ retCode 10006 until then (keyplane.http.limits).
 """
 
 from keyplane.quota.memory import MemoryQuotaCounter, UsageSeed
-from keyplane.quota.protocol import QuotaCounter, QuotaDecision, day_start_ms, next_day_ms
+from keyplane.quota.protocol import (
+    DailyQuotaExceededError,
+    QuotaCounter,
+    QuotaDecision,
+    day_start_ms,
+    next_day_ms,
+)
 from keyplane.quota.redis import RedisQuotaCounter
 
 __all__ = [
+    "DailyQuotaExceededError",
     "MemoryQuotaCounter",
     "QuotaCounter",
     "QuotaDecision",

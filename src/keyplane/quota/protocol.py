@@ -12,9 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from keyplane.errors import RateLimitedError
 from keyplane.keys.model import DAY_MS
 
-__all__ = ["QuotaCounter", "QuotaDecision", "day_start_ms", "next_day_ms"]
+__all__ = [
+    "DailyQuotaExceededError",
+    "QuotaCounter",
+    "QuotaDecision",
+    "day_start_ms",
+    "next_day_ms",
+]
 
 
 def day_start_ms(now_ms: int) -> int:
@@ -63,3 +70,9 @@ class QuotaCounter(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+class DailyQuotaExceededError(RateLimitedError):
+    """A key's daily quota is spent (retCode 10006, like Bybit's rate limit, so every client
+    backs off the way it already knows). limit: int, the quota. reset_at_ms: int, next 00:00 UTC
+    in ms (-> X-Bapi-Limit-Reset-Timestamp; pybit sleeps until it)."""

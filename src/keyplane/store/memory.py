@@ -10,6 +10,7 @@ import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 
+from keyplane.alerts.model import AlertRecord
 from keyplane.audit.chain import AuditCheckpoint
 from keyplane.audit.events import GENESIS_HASH, AuditEvent, AuditRecord, seal_all
 from keyplane.errors import NotFoundError
@@ -51,6 +52,8 @@ class MemoryStore:
         self._usage: list[UsageEvent] = []
         self._usage_ids: set[str] = set()
         self._networks: dict[tuple[int, str], KeyNetwork] = {}
+        self._alerts: list[AlertRecord] = []
+        self._alert_ids: set[tuple[int, str, int]] = set()
 
     def create_account(
         self,
@@ -397,6 +400,40 @@ class MemoryStore:
                     )
                 self._networks[(row.key_id, row.network)] = row
 
+    def count_usage(self, *, key_id: int, since_ms: int) -> int:
+        """Authenticated retCode-0 rows of key_id at or after since_ms (see Store.count_usage)."""
+        with self._lock:
+            return sum(
+                1
+                for r in self._usage
+                if r.key_id == key_id and r.at_ms >= since_ms and r.authenticated and not r.ret_code
+            )
+
+    def record_alert(self, record: AlertRecord) -> bool:
+        """Store record unless its (key_id, condition, window_ms) is stored; True when stored."""
+        check_alert_record(record)
+        unique = (record.key_id, record.condition, record.window_ms)
+        with self._lock:
+            if unique in self._alert_ids:
+                return False
+            self._alert_ids.add(unique)
+            self._alerts.append(record)
+            return True
+
+    def list_alerts(
+        self, *, api_key: str | None = None, since_ms: int | None = None, limit: int | None = None
+    ) -> Sequence[AlertRecord]:
+        """Alert records by (at_ms, insertion) ascending (see Store.list_alerts)."""
+        with self._lock:
+            found = [
+                r
+                for r in self._alerts
+                if (api_key is None or r.api_key == api_key)
+                and (since_ms is None or r.at_ms >= since_ms)
+            ]
+        found.sort(key=lambda r: r.at_ms)  # stable: insertion order breaks ties, like id
+        return found if limit is None else found[-limit:] if limit > 0 else []
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key, account or upstream-credentials change; 0 for a
         new store."""
@@ -427,6 +464,18 @@ def _later(a: int | None, b: int | None) -> int | None:
     if b is None:
         return a
     return max(a, b)
+
+
+#: alert_log.condition column width.
+MAX_ALERT_CONDITION_LENGTH = 128
+
+
+def check_alert_record(record: AlertRecord) -> None:
+    """Raise ValueError when a field does not fit its column (shared by every store)."""
+    if len(record.condition) > MAX_ALERT_CONDITION_LENGTH:
+        raise ValueError(f"alert condition longer than {MAX_ALERT_CONDITION_LENGTH} characters")
+    if len(record.api_key) > MAX_API_KEY_LENGTH:
+        raise ValueError(f"api_key longer than {MAX_API_KEY_LENGTH} characters")
 
 
 def check_usage_rows(rows: Sequence[UsageEvent]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from keyplane.alerts.model import AlertRecord
 from keyplane.audit.chain import AuditCheckpoint
 from keyplane.audit.events import AuditEvent, AuditRecord
 from keyplane.keys.model import Account, ApiKey
@@ -220,6 +221,24 @@ class Store(Protocol):
         """Upsert per (key_id, network): requests added to the stored count, first_seen_ms the
         earlier and last_seen_ms the later of stored and given (ms). One transaction; no
         revision bump. Raises ValueError for a network longer than 64 characters."""
+
+    def count_usage(self, *, key_id: int, since_ms: int) -> int:
+        """Usage rows of key_id with at_ms >= since_ms (ms) that were authenticated and answered
+        retCode 0: the requests a daily quota counts (seed after a restart, keyplane.quota)."""
+        ...
+
+    def record_alert(self, record: AlertRecord) -> bool:
+        """Store record unless (key_id, condition, window_ms) is already stored; True when this
+        call stored it (the caller then sends the alert), False when it already was. Atomic
+        across processes (unique constraint); does not bump the revision. Raises ValueError for
+        a condition longer than 128 characters or an api_key longer than 64."""
+        ...
+
+    def list_alerts(
+        self, *, api_key: str | None = None, since_ms: int | None = None, limit: int | None = None
+    ) -> Sequence[AlertRecord]:
+        """Alert records ordered by (at_ms, id) ascending, optionally of one api_key and with
+        at_ms >= since_ms (ms); limit keeps the newest `limit` of them (still ascending)."""
         ...
 
     def revision(self) -> int:

@@ -21,12 +21,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     false,
 )
 
 __all__ = [
     "REVISION_ROW",
     "accounts",
+    "alert_log",
     "api_keys",
     "audit_checkpoint",
     "audit_log",
@@ -171,4 +173,24 @@ key_networks = Table(
     Column("first_seen_ms", BigInteger, nullable=False),
     Column("last_seen_ms", BigInteger, nullable=False),
     Column("requests", BigInteger, nullable=False),
+)
+
+#: one row per alert condition met by a key in a window (keyplane.alerts.model.AlertRecord);
+#: the unique (key_id, condition, window_ms) makes "record unless already recorded" one INSERT
+#: ... ON CONFLICT DO NOTHING, so one alert is sent per key per condition per window across
+#: nodes and restarts. window_ms / at_ms are ms since epoch; details_json canonical JSON text.
+alert_log = Table(
+    "alert_log",
+    metadata,
+    Column("id", _Id, primary_key=True, autoincrement=True),
+    Column("key_id", _Id, nullable=False),
+    Column("api_key", String(64), nullable=False, index=True),
+    Column("uid", _Id, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("condition", String(128), nullable=False),
+    Column("window_ms", BigInteger, nullable=False),
+    Column("at_ms", BigInteger, nullable=False, index=True),
+    Column("summary", Text, nullable=False),
+    Column("details_json", Text, nullable=False),
+    UniqueConstraint("key_id", "condition", "window_ms"),
 )

@@ -37,7 +37,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.dml import Insert
 
+from keyplane.alerts.model import AlertKind, AlertRecord
 from keyplane.audit.chain import AuditCheckpoint
 from keyplane.audit.events import GENESIS_HASH, AuditEvent, AuditRecord, canonical_json, seal_all
 from keyplane.errors import NotFoundError
@@ -49,6 +51,7 @@ from keyplane.store.memory import (
     FIRST_UID,
     MAX_API_KEY_LENGTH,
     _check_checkpoint,
+    check_alert_record,
     check_key_networks,
     check_usage_by,
     check_usage_rows,
@@ -63,6 +66,7 @@ from keyplane.store.protocol import (
 from keyplane.store.schema import (
     REVISION_ROW,
     accounts,
+    alert_log,
     api_keys,
     audit_checkpoint,
     audit_log,
@@ -764,6 +768,67 @@ class SqlStore:
             )
         return sort_summary(summary)
 
+    def count_usage(self, *, key_id: int, since_ms: int) -> int:
+        """One COUNT(*) over usage_log (indexes on key_id and at_ms)."""
+        t = usage_log
+        query = select(func.count()).where(
+            (t.c.key_id == key_id)
+            & (t.c.at_ms >= since_ms)
+            & t.c.authenticated.is_(True)
+            & (t.c.ret_code == 0)
+        )
+        with self._engine.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def record_alert(self, record: AlertRecord) -> bool:
+        """One INSERT ... ON CONFLICT (key_id, condition, window_ms) DO NOTHING (SQLite and
+        PostgreSQL); True when it inserted the row. No revision bump or lock."""
+        check_alert_record(record)
+        values = {
+            "key_id": record.key_id,
+            "api_key": record.api_key,
+            "uid": record.uid,
+            "kind": record.kind.value,
+            "condition": record.condition,
+            "window_ms": record.window_ms,
+            "at_ms": record.at_ms,
+            "summary": record.summary,
+            "details_json": canonical_json(record.details),
+        }
+        unique = ["key_id", "condition", "window_ms"]
+        statement: Insert
+        if self._engine.dialect.name == "postgresql":
+            statement = (
+                pg_insert(alert_log).values(**values).on_conflict_do_nothing(index_elements=unique)
+            )
+        else:
+            statement = (
+                sqlite_insert(alert_log)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=unique)
+            )
+        with self._writer.begin() as conn:  # RETURNING: rowcount is not reliable with psycopg
+            return conn.execute(statement.returning(alert_log.c.id)).first() is not None
+
+    def list_alerts(
+        self, *, api_key: str | None = None, since_ms: int | None = None, limit: int | None = None
+    ) -> Sequence[AlertRecord]:
+        """One SELECT ordered by (at_ms, id); the newest `limit` when limit is given."""
+        t = alert_log
+        query = select(t)
+        if api_key is not None:
+            query = query.where(t.c.api_key == api_key)
+        if since_ms is not None:
+            query = query.where(t.c.at_ms >= since_ms)
+        if limit is not None:
+            query = query.order_by(t.c.at_ms.desc(), t.c.id.desc()).limit(max(limit, 0))
+        else:
+            query = query.order_by(t.c.at_ms, t.c.id)
+        with self._engine.begin() as conn:
+            rows = conn.execute(query).all()
+        records = [_alert_from_row(row) for row in rows]
+        return records[::-1] if limit is not None else records
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key or account change; 0 for a new store."""
         with self._engine.begin() as conn:
@@ -855,6 +920,21 @@ def _audit_from_row(row: Row[Any]) -> AuditRecord:
         event = AuditEvent(**fields, before={"_unreadable": str(m["before_json"])[:200]})
     return AuditRecord(
         id=int(m["id"]), event=event, prev_hash=m["prev_hash"], row_hash=m["row_hash"]
+    )
+
+
+def _alert_from_row(row: Row[Any]) -> AlertRecord:
+    m = row._mapping
+    return AlertRecord(
+        key_id=int(m["key_id"]),
+        api_key=m["api_key"],
+        uid=int(m["uid"]),
+        kind=AlertKind(m["kind"]),
+        condition=m["condition"],
+        window_ms=int(m["window_ms"]),
+        at_ms=int(m["at_ms"]),
+        summary=m["summary"],
+        details=_json_object(m["details_json"]),
     )
 
 
