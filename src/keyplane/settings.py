@@ -58,6 +58,16 @@ class Settings(BaseSettings):
         KEYPLANE_WEBHOOK_SECRET; the secret is required with the URL).
     smtp_url: "smtp://user:pass@host:port" or "smtp+starttls://..." (KEYPLANE_SMTP_URL);
         alerts emailed from alert_email_from to alert_email_to (comma-separated addresses).
+    quota_alert_fraction: float in (0, 1], share of a key's daily quota at which one quota.75
+        alert is sent per key per UTC day (KEYPLANE_QUOTA_ALERT_FRACTION, default 0.75).
+    rate_alert_fraction: float in (0, 1], share of a rate budget a request must have used for
+        its second to count as "hot" (KEYPLANE_RATE_ALERT_FRACTION, default 0.75);
+        rate_alert_sustain_s: int seconds, consecutive hot seconds of one key and route before
+        one rate.75 alert per UTC day (KEYPLANE_RATE_ALERT_SUSTAIN_S, default 60).
+    expiry_alert_days: "14,7,1": days before an unbound key's expiry at which it alerts, the
+        tightest threshold passed only (KEYPLANE_EXPIRY_ALERT_DAYS); "" turns them off.
+    alert_sweep_s: float seconds between expiry sweeps; one also runs at start
+        (KEYPLANE_ALERT_SWEEP_S, default 600).
     """
 
     model_config = SettingsConfigDict(env_prefix="KEYPLANE_", extra="ignore")
@@ -93,6 +103,21 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     alert_email_from: str | None = None
     alert_email_to: str | None = None
+    quota_alert_fraction: float = Field(default=0.75, gt=0, le=1)
+    rate_alert_fraction: float = Field(default=0.75, gt=0, le=1)
+    rate_alert_sustain_s: int = Field(default=60, ge=1)
+    expiry_alert_days: str = "14,7,1"
+    alert_sweep_s: float = Field(default=600.0, gt=0)
+
+    @field_validator("expiry_alert_days")
+    @classmethod
+    def _check_expiry_alert_days(cls, value: str) -> str:
+        _parse_days(value)
+        return value
+
+    def expiry_days(self) -> tuple[int, ...]:
+        """expiry_alert_days as ints, e.g. (14, 7, 1); () when empty."""
+        return _parse_days(self.expiry_alert_days)
 
     @field_validator("anomaly_responses")
     @classmethod
@@ -135,6 +160,18 @@ class Settings(BaseSettings):
         for item in value:
             ipaddress.ip_network(item, strict=False)
         return value
+
+
+def _parse_days(text: str) -> tuple[int, ...]:
+    """ "14,7,1" -> (14, 7, 1); raises ValueError for an item that is not a whole number >= 1."""
+    days: list[int] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if not item.isdigit() or int(item) < 1:
+            raise ValueError(f"expiry alert days must be whole numbers >= 1, got {item!r}")
+        days.append(int(item))
+    return tuple(days)
 
 
 def sqlite_path(database_url: str) -> Path | None:

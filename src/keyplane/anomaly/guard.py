@@ -38,7 +38,14 @@ import httpx
 import structlog
 from anyio.abc import TaskGroup
 
-from keyplane.alerts import Alert, AlertKind, Notifier, SmtpNotifier, WebhookNotifier
+from keyplane.alerts import (
+    Alert,
+    AlertDispatcher,
+    AlertKind,
+    Notifier,
+    SmtpNotifier,
+    WebhookNotifier,
+)
 from keyplane.anomaly.detector import AnomalyDetector, default_rules
 from keyplane.anomaly.rules import SENSITIVE_PATHS, FailedSignatureBurst, Flag, Response
 from keyplane.auth.cache import KeyCache
@@ -154,7 +161,8 @@ class AnomalyGuard:
     thread). cache: this node's KeyCache, cleared after a suspension. detector: the rules
     (default_rules() when None). notifiers: where ALERT and SUSPEND flags are sent.
     tick_ms: int, ms between drains. queue_max: events held; beyond it events are dropped and
-    counted.
+    counted. dispatcher: when given (create_app shares its one AlertDispatcher), alerts go
+    through it (and are counted there) instead of straight to `notifiers`.
     """
 
     def __init__(
@@ -167,8 +175,10 @@ class AnomalyGuard:
         tick_ms: int = 50,
         queue_max: int = 100_000,
         clock: Clock | None = None,
+        dispatcher: AlertDispatcher | None = None,
     ) -> None:
         self.service = service
+        self.dispatcher = dispatcher
         self.cache = cache
         self.detector = detector or AnomalyDetector()
         self.notifiers = list(notifiers)
@@ -307,7 +317,9 @@ class AnomalyGuard:
             if item.suspended:
                 self.cache.clear()
             alert = self._alert_for(item)
-            if alert is not None:
+            if alert is not None and self.dispatcher is not None:
+                self.dispatcher.send(alert)
+            elif alert is not None:
                 for notifier in self.notifiers:
                     alerts.start_soon(self._send, notifier, alert)
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from keyplane.alerts import AlertDispatcher, AlertMonitor, AlertSignals
 from keyplane.anomaly import (
     AnomalyDetector,
     AnomalyGuard,
@@ -35,6 +36,7 @@ from keyplane.http.replay import ReplayGuard
 from keyplane.http.usage import FanOutSink, LastUsedRecorder, UsageSink
 from keyplane.keys import KeyEncryptionKey
 from keyplane.logs import configure_logging
+from keyplane.quota import MemoryQuotaCounter, QuotaCounter, RedisQuotaCounter
 from keyplane.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from keyplane.replay import MemoryReplayStore, RedisReplayStore, ReplayStore
 from keyplane.service import KeyService
@@ -109,6 +111,20 @@ def _replay_store_for(settings: Settings) -> ReplayStore:
     return RedisReplayStore.from_url(settings.redis_url.get_secret_value())
 
 
+def _quota_for(settings: Settings, store: Store, clock: Clock) -> QuotaCounter:
+    """Redis when settings.redis_url is set (one count per key across nodes), else in-memory,
+    seeded after a restart from the usage log when it is on (Store.count_usage)."""
+    if settings.redis_url is not None:
+        return RedisQuotaCounter.from_url(settings.redis_url.get_secret_value())
+    if not settings.usage_log:
+        return MemoryQuotaCounter()
+
+    def seed(key_id: int, since_ms: int) -> int:
+        return store.count_usage(key_id=key_id, since_ms=since_ms)
+
+    return MemoryQuotaCounter(seed=seed, created_ms=clock.now_ms())
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -118,6 +134,7 @@ def create_app(
     venue: VenueState | None = None,
     limiter: RateLimiter | None = None,
     replay_store: ReplayStore | None = None,
+    quota: QuotaCounter | None = None,
 ) -> Starlette:
     """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter, replay store)
     can be swapped.
@@ -138,6 +155,11 @@ def create_app(
     With settings.anomaly_detection (default on) the usage stream also feeds an AnomalyGuard
     (keyplane.anomaly.guard) that audits flags, alerts the notifiers of settings (webhook,
     email) and suspends keys. Raises ValueError for invalid anomaly or notifier settings.
+    Daily quotas (ApiKey.daily_quota) are counted by `quota` (default: Redis with
+    settings.redis_url, else in memory seeded from the usage log after a restart). The
+    notifiers are built once and shared by an AlertDispatcher (keyplane.alerts.dispatch) that
+    the anomaly guard and the AlertMonitor (quota.75, rate.75, expiry alerts, recorded once in
+    the store's alert log) both use, whether or not anomaly detection is on.
     """
     configure_logging()
     settings = settings or Settings()
@@ -162,16 +184,20 @@ def create_app(
             clock=the_clock,
         )
         metrics.watch_usage(usage.stats)
+    alert_http = httpx.AsyncClient() if settings.webhook_url else None
+    dispatcher = AlertDispatcher(
+        notifiers_from_settings(settings, http=alert_http), store=the_store
+    )
+    metrics.watch_alerts(dispatcher.stats)
     guard: AnomalyGuard | None = None
-    alert_http: httpx.AsyncClient | None = None
     if settings.anomaly_detection:
-        alert_http = httpx.AsyncClient() if settings.webhook_url else None
         guard = AnomalyGuard(
             service,
             cache,
             detector=AnomalyDetector(default_rules(parse_responses(settings.anomaly_responses))),
-            notifiers=notifiers_from_settings(settings, http=alert_http),
+            notifiers=dispatcher.notifiers,
             clock=the_clock,
+            dispatcher=dispatcher,
         )
         metrics.watch_anomaly(guard.stats)
     sink: UsageSink | None = usage
@@ -185,6 +211,20 @@ def create_app(
         ip_ban_ms=int(settings.ip_ban_seconds * 1000),
         fail_open_reads=settings.ratelimit_fail_open_reads,
         fail_open_writes=settings.ratelimit_fail_open_writes,
+        quota=quota or _quota_for(settings, the_store, the_clock),
+        signals=AlertSignals(
+            rate_fraction=settings.rate_alert_fraction,
+            quota_fraction=settings.quota_alert_fraction,
+        ),
+    )
+    monitor = AlertMonitor(
+        the_store,
+        dispatcher,
+        limits.signals,
+        the_clock,
+        rate_sustain_s=settings.rate_alert_sustain_s,
+        expiry_days=settings.expiry_days(),
+        sweep_interval_s=settings.alert_sweep_s,
     )
     metrics.watch_limiter(limits.decisions)
     replay = ReplayGuard(
@@ -193,6 +233,7 @@ def create_app(
         fail_open_writes=settings.ratelimit_fail_open_writes,
     )
     metrics.watch_replay(replay.outcomes)
+    metrics.watch_quota(limits.quota_decisions)
     metrics.watch_cache(lambda: (cache.hits, cache.misses, cache.invalidations))
     round_trips = getattr(limits.limiter, "round_trips", None)
     if round_trips is not None:
@@ -211,6 +252,8 @@ def create_app(
             tasks.start_soon(_flush_last_used, the_store, last_used, settings.last_used_flush_ms)
             if usage is not None:
                 tasks.start_soon(usage.run)
+            tasks.start_soon(dispatcher.run)
+            tasks.start_soon(monitor.run)
             if guard is not None:
                 tasks.start_soon(guard.run)
             upstream: contextlib.AbstractAsyncContextManager[None] = (
@@ -228,6 +271,8 @@ def create_app(
             await alert_http.aclose()
         await limits.limiter.close()
         await replay.store.close()
+        if limits.quota is not None:
+            await limits.quota.close()
         if owns_store:
             the_store.close()
 
@@ -269,6 +314,8 @@ def create_app(
     app.state.metrics = metrics
     app.state.usage = usage
     app.state.anomaly_guard = guard
+    app.state.alerts = dispatcher
+    app.state.alert_monitor = monitor
     app.state.venue = venue or VenueState(VenueConfig())
     app.state.gateway = gateway
     ws_hub = WsHub(

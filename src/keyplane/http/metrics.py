@@ -23,6 +23,13 @@ Series (all counters are totals since the process started):
 - keyplane_anomaly_flags_total{rule,response}, keyplane_anomaly_suspensions_total,
   keyplane_alerts_sent_total{notifier}, keyplane_alerts_failed_total{notifier},
   keyplane_anomaly_events_dropped_total: the anomaly guard (keyplane.anomaly.guard).
+- keyplane_quota_decisions_total{outcome}: daily-quota decisions (allowed, refused,
+  failed_open, failed_closed); refused = answered 10006 because the day's quota was spent.
+- keyplane_alerts_recorded_total{kind}: alerts this node stored first in the alert log (and so
+  sent); keyplane_alerts_duplicates_total{kind}: alerts another node or an earlier run had
+  already recorded (not sent again). With the app's AlertDispatcher (keyplane.alerts.dispatch)
+  keyplane_alerts_sent_total / _failed_total carry {notifier, kind} and count every alert,
+  the anomaly guard's included.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["AnomalyCounts", "Metrics", "metrics_endpoint"]
+__all__ = ["AlertCounts", "AnomalyCounts", "Metrics", "metrics_endpoint"]
 
 
 class AnomalyCounts(Protocol):
@@ -53,6 +60,19 @@ class AnomalyCounts(Protocol):
     def alerts_failed(self) -> Mapping[str, int]: ...  # notifier name -> alerts given up on
     @property
     def dropped(self) -> int: ...
+
+
+class AlertCounts(Protocol):
+    """What watch_alerts reads (keyplane.alerts.dispatch.DispatchStats has this shape)."""
+
+    @property
+    def recorded(self) -> Mapping[str, int]: ...  # kind -> alerts stored first here
+    @property
+    def duplicates(self) -> Mapping[str, int]: ...  # kind -> already recorded elsewhere
+    @property
+    def sent(self) -> Mapping[tuple[str, str], int]: ...  # (notifier, kind) -> delivered
+    @property
+    def failed(self) -> Mapping[tuple[str, str], int]: ...  # (notifier, kind) -> given up
 
 
 #: propagation-lag buckets, seconds: the target is p99 < 0.1 s, never above 1 s.
@@ -83,6 +103,8 @@ class Metrics:
         self._gateway: Callable[[], tuple[int, int]] | None = None
         self._usage: Callable[[], tuple[int, int, int, int, int]] | None = None
         self._anomaly: Callable[[], AnomalyCounts] | None = None
+        self._quota: Counter[str] | None = None
+        self._alerts: Callable[[], AlertCounts] | None = None
         self.registry.register(_Collector(self))
 
     def watch_limiter(self, decisions: Counter[str]) -> None:
@@ -113,6 +135,15 @@ class Metrics:
         """stats() -> the anomaly guard's counters: flags by (rule, response), suspensions,
         alerts sent and failed by notifier, events dropped."""
         self._anomaly = stats
+
+    def watch_quota(self, decisions: Counter[str]) -> None:
+        """Expose this Counter of daily-quota outcomes (RequestLimits.quota_decisions)."""
+        self._quota = decisions
+
+    def watch_alerts(self, stats: Callable[[], AlertCounts]) -> None:
+        """stats() -> the alert dispatcher's counters: recorded and duplicates by kind, sent and
+        failed by (notifier, kind). Replaces the anomaly guard's alerts_* series."""
+        self._alerts = stats
 
     def watch_websockets(self, count: Callable[[], int]) -> None:
         """count() -> open private WebSocket connections."""
@@ -189,7 +220,18 @@ class _Collector(Collector):
         if self._m._usage is not None:
             yield from _usage_series(*self._m._usage())
         if self._m._anomaly is not None:
-            yield from _anomaly_series(self._m._anomaly())
+            yield from _anomaly_series(self._m._anomaly(), alerts=self._m._alerts is None)
+        if self._m._quota is not None:
+            quota = CounterMetricFamily(
+                "keyplane_quota_decisions",
+                "Daily-quota decisions by outcome (refused = 10006, quota spent).",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(self._m._quota.items()):
+                quota.add_metric([outcome], count)
+            yield quota
+        if self._m._alerts is not None:
+            yield from _alert_series(self._m._alerts())
         yield GaugeMetricFamily(
             "keyplane_websocket_connections",
             "Open private WebSocket connections.",
@@ -212,7 +254,26 @@ def _usage_series(
         yield CounterMetricFamily(f"keyplane_usage_rows_{name}", text, value=value)
 
 
-def _anomaly_series(stats: AnomalyCounts) -> Iterable[Metric]:
+def _alert_series(stats: AlertCounts) -> Iterable[Metric]:
+    for name, by_kind, text in (
+        ("recorded", stats.recorded, "Alerts this node recorded first (and sent), by kind."),
+        ("duplicates", stats.duplicates, "Alerts already recorded by another node, by kind."),
+    ):
+        family = CounterMetricFamily(f"keyplane_alerts_{name}", text, labels=["kind"])
+        for kind, count in sorted(by_kind.items()):
+            family.add_metric([kind], count)
+        yield family
+    for name, counts, text in (
+        ("sent", stats.sent, "Alerts delivered, by notifier and kind."),
+        ("failed", stats.failed, "Alerts a notifier gave up on, by notifier and kind."),
+    ):
+        family = CounterMetricFamily(f"keyplane_alerts_{name}", text, labels=["notifier", "kind"])
+        for (notifier, kind), count in sorted(counts.items()):
+            family.add_metric([notifier, kind], count)
+        yield family
+
+
+def _anomaly_series(stats: AnomalyCounts, *, alerts: bool = True) -> Iterable[Metric]:
     flags = CounterMetricFamily(
         "keyplane_anomaly_flags",
         "Anomaly rule flags by rule and configured response.",
@@ -226,10 +287,11 @@ def _anomaly_series(stats: AnomalyCounts) -> Iterable[Metric]:
         "Keys suspended by an anomaly rule on this node.",
         value=stats.suspensions,
     )
-    for name, counts, text in (
+    series = (
         ("sent", stats.alerts_sent, "Alerts delivered, by notifier."),
         ("failed", stats.alerts_failed, "Alerts a notifier gave up on, by notifier."),
-    ):
+    )
+    for name, counts, text in series if alerts else ():  # else: the dispatcher's series
         family = CounterMetricFamily(f"keyplane_alerts_{name}", text, labels=["notifier"])
         for notifier, count in sorted(counts.items()):
             family.add_metric([notifier], count)
