@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -45,18 +46,21 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def serving(tmp_path: Path, *, clock: Clock | None = None) -> Iterator[Server]:
-    """Start a server on a fresh SQLite database under tmp_path (optionally with a skewed clock)."""
+def serving(
+    tmp_path: Path, *, clock: Clock | None = None, **settings: Any
+) -> Iterator[Server]:
+    """Start a server on a fresh SQLite database under tmp_path (optionally with a skewed clock
+    and more Settings fields, e.g. webhook_url=...)."""
     db_path = tmp_path / "keyplane.db"
     db_url = f"sqlite:///{db_path}"
     kek = KeyEncryptionKey.generate()
-    settings = Settings(database_url=db_url, kek=kek.to_base64().reveal())
+    config = Settings(database_url=db_url, kek=kek.to_base64().reveal(), **settings)
     store = open_store(db_url)
     service = KeyService(store, kek, SystemClock())
     init = service.initialize()
     assert init is not None
     assert init.issued.secret is not None
-    app = create_app(settings, clock=clock)
+    app = create_app(config, clock=clock)
     with running_server(app) as url:
         yield Server(
             url=url,

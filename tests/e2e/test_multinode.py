@@ -74,7 +74,14 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster_env() -> dict[str, str]:
+    """Extra environment of both nodes (a test module overrides this fixture to configure
+    them, e.g. KEYPLANE_WEBHOOK_URL)."""
+    return {}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, cluster_env: dict[str, str]) -> Iterator[Cluster]:
     with (
         fresh_postgres_schema(postgres_url_or_skip()) as pg_url,
         started_private_redis(tmp_path) as redis,
@@ -85,7 +92,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         init = service.initialize()
         assert init is not None
         args = ["--db", pg_url, "--redis", redis.url, "--ip-limit", "off"]
-        env = {"KEYPLANE_KEK": kek.to_base64().reveal()}
+        env = {"KEYPLANE_KEK": kek.to_base64().reveal(), **cluster_env}
         try:
             with node_process(args, env=env) as a, node_process(args, env=env) as b:
                 yield Cluster(a, b, service, init.account.uid, redis, args, env)

@@ -1,4 +1,5 @@
-"""`keyplane` commands: init, serve, accounts, keys, kek, upstream, audit, maintenance, usage.
+"""`keyplane` commands: init, serve, accounts, keys, kek, upstream, audit, maintenance, usage,
+alerts.
 
 Every command takes `--db URL` (else KEYPLANE_DATABASE_URL, else sqlite:///./keyplane.db);
 commands that print data take `--json` (stdout then holds exactly one JSON document).
@@ -14,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from keyplane.cli.alerts import alerts_app
 from keyplane.cli.audit import audit_app, maintenance_app
 from keyplane.cli.common import (
     DbOption,
@@ -59,6 +61,7 @@ app.add_typer(kek_app, name="kek")
 app.add_typer(upstream_app, name="upstream")
 app.add_typer(audit_app, name="audit")
 app.add_typer(maintenance_app, name="maintenance")
+app.add_typer(alerts_app, name="alerts")
 app.command("usage")(usage)
 
 LimitOption = Annotated[
