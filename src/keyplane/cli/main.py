@@ -275,6 +275,45 @@ def serve(
             "--alert-email-to", help="Comma-separated To addresses (KEYPLANE_ALERT_EMAIL_TO)."
         ),
     ] = None,
+    quota_alert_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--quota-alert-fraction",
+            help="Alert once per key per UTC day at this share of its daily quota "
+            "(KEYPLANE_QUOTA_ALERT_FRACTION; default 0.75).",
+        ),
+    ] = None,
+    rate_alert_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--rate-alert-fraction",
+            help="Share of a rate budget that counts as running hot "
+            "(KEYPLANE_RATE_ALERT_FRACTION; default 0.75).",
+        ),
+    ] = None,
+    rate_alert_sustain_seconds: Annotated[
+        int | None,
+        typer.Option(
+            "--rate-alert-sustain-seconds",
+            help="Consecutive hot seconds of one key and route before a rate.75 alert "
+            "(KEYPLANE_RATE_ALERT_SUSTAIN_S; default 60).",
+        ),
+    ] = None,
+    expiry_alert_days: Annotated[
+        str | None,
+        typer.Option(
+            "--expiry-alert-days",
+            help='Days before an unbound key expires to alert, "14,7,1" by default; "" none '
+            "(KEYPLANE_EXPIRY_ALERT_DAYS).",
+        ),
+    ] = None,
+    alert_sweep_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--alert-sweep-seconds",
+            help="Seconds between expiry sweeps (KEYPLANE_ALERT_SWEEP_S; default 600).",
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Serve the V5 API (initialising an empty store first), or with --upstream be a gateway.
@@ -306,6 +345,11 @@ def serve(
         ("smtp_url", smtp_url),
         ("alert_email_from", alert_email_from),
         ("alert_email_to", alert_email_to),
+        ("quota_alert_fraction", quota_alert_fraction),
+        ("rate_alert_fraction", rate_alert_fraction),
+        ("rate_alert_sustain_s", rate_alert_sustain_seconds),
+        ("expiry_alert_days", expiry_alert_days),
+        ("alert_sweep_s", alert_sweep_seconds),
     ):
         if value is not None:
             overrides[name] = value
