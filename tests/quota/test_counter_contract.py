@@ -34,9 +34,9 @@ NOW = 1_700_000_000_000  # 2023-11-14T22:13:20Z
 MIDNIGHT = 1_700_006_400_000  # 2023-11-15T00:00:00Z
 
 
-def new_key_id() -> int:
-    """A key id no other test uses on a shared Redis."""
-    return uuid.uuid4().int % 10**12 + 1
+def new_api_key() -> str:
+    """An api key no other test uses on a shared Redis."""
+    return uuid.uuid4().hex[:18]
 
 
 class TestDayWindow:
@@ -51,7 +51,7 @@ class TestDayWindow:
 class TestQuota:
     async def test_exactly_quota_allowed_then_refused(self, counter: QuotaCounter) -> None:
         """quota requests pass with used 1..quota; the next ones are refused."""
-        key = new_key_id()
+        key = new_api_key()
         decisions = [await counter.hit(key, 5, NOW + i) for i in range(8)]
         assert [d.allowed for d in decisions] == [True] * 5 + [False] * 3
         assert [d.used for d in decisions] == [1, 2, 3, 4, 5, 5, 5, 5]
@@ -60,14 +60,14 @@ class TestQuota:
 
     async def test_refused_requests_are_not_counted(self, counter: QuotaCounter) -> None:
         """Hammering a spent quota leaves the count at the quota."""
-        key = new_key_id()
+        key = new_api_key()
         for _ in range(20):
             await counter.hit(key, 3, NOW)
         assert await counter.used(key, NOW) == 3
 
     async def test_count_resets_at_utc_midnight(self, counter: QuotaCounter) -> None:
         """The last ms of a day is still refused; 00:00 UTC starts a fresh count."""
-        key = new_key_id()
+        key = new_api_key()
         for _ in range(2):
             assert (await counter.hit(key, 2, NOW)).allowed
         assert not (await counter.hit(key, 2, MIDNIGHT - 1)).allowed
@@ -77,7 +77,7 @@ class TestQuota:
 
     async def test_keys_count_separately(self, counter: QuotaCounter) -> None:
         """Spending one key's quota leaves another key untouched."""
-        a, b = new_key_id(), new_key_id()
+        a, b = new_api_key(), new_api_key()
         for _ in range(2):
             await counter.hit(a, 2, NOW)
         assert not (await counter.hit(a, 2, NOW)).allowed
@@ -85,7 +85,7 @@ class TestQuota:
 
     async def test_raised_quota_allows_more_the_same_day(self, counter: QuotaCounter) -> None:
         """The quota is read per request: raising it lets the key continue from its count."""
-        key = new_key_id()
+        key = new_api_key()
         for _ in range(2):
             await counter.hit(key, 2, NOW)
         assert not (await counter.hit(key, 2, NOW)).allowed
@@ -93,7 +93,7 @@ class TestQuota:
 
     async def test_concurrent_hits_never_pass_the_quota(self, counter: QuotaCounter) -> None:
         """50 hits at once against a quota of 20: exactly 20 pass, counted 1..20 once each."""
-        key = new_key_id()
+        key = new_api_key()
         decisions = await asyncio.gather(*(counter.hit(key, 20, NOW) for _ in range(50)))
         allowed = sorted(d.used for d in decisions if d.allowed)
         assert allowed == list(range(1, 21))
@@ -102,11 +102,11 @@ class TestQuota:
     async def test_quota_below_one_is_refused(self, counter: QuotaCounter) -> None:
         """A quota of 0 is a caller bug (0 means "no quota" in the CLI): ValueError."""
         with pytest.raises(ValueError, match="quota"):
-            await counter.hit(new_key_id(), 0, NOW)
+            await counter.hit(new_api_key(), 0, NOW)
 
     async def test_unused_key_reads_zero(self, counter: QuotaCounter) -> None:
         """used() of a key never hit today is 0."""
-        assert await counter.used(new_key_id(), NOW) == 0
+        assert await counter.used(new_api_key(), NOW) == 0
 
 
 class TestRedisNodes:
@@ -115,7 +115,7 @@ class TestRedisNodes:
     ) -> None:
         """Two nodes hitting one key at once: exactly quota requests pass in all."""
         a, b = redis_quota_nodes(), redis_quota_nodes()
-        key = new_key_id()
+        key = new_api_key()
         hits = [node.hit(key, 30, NOW) for node in (a, b) for _ in range(40)]
         decisions = await asyncio.gather(*hits)
         assert sum(d.allowed for d in decisions) == 30
@@ -127,7 +127,7 @@ class TestRedisNodes:
         """The day's counter lives until next midnight + grace (by the caller's clock), one
         round trip per hit."""
         node = redis_quota_nodes()
-        key = new_key_id()
+        key = new_api_key()
         await node.hit(key, 5, NOW)
         await node.hit(key, 5, NOW)
         client = aioredis.from_url(redis_url_or_skip())
@@ -144,7 +144,7 @@ class TestRedisNodes:
         node = RedisQuotaCounter.from_url(f"redis://127.0.0.1:{free_port()}/0")
         try:
             with pytest.raises(redis.exceptions.ConnectionError):
-                await node.hit(1, 5, NOW)
+                await node.hit("AAA", 5, NOW)
         finally:
             await node.close()
 
@@ -154,28 +154,28 @@ class TestMemorySeed:
         """A counter made mid-day seeds a key's count once from the usage log, in a thread."""
         calls: list[tuple[int, int, bool]] = []
 
-        def seed(key_id: int, since_ms: int) -> int:
-            calls.append((key_id, since_ms, threading.current_thread() is threading.main_thread()))
+        def seed(api_key: str, since_ms: int) -> int:
+            calls.append((api_key, since_ms, threading.current_thread() is threading.main_thread()))
             return 3
 
         counter = MemoryQuotaCounter(seed=seed, created_ms=NOW)
-        decisions = await asyncio.gather(*(counter.hit(7, 5, NOW + 1) for _ in range(4)))
+        decisions = await asyncio.gather(*(counter.hit("AAA", 5, NOW + 1) for _ in range(4)))
         assert sorted(d.used for d in decisions) == [4, 5, 5, 5]
         assert sum(d.allowed for d in decisions) == 2
-        assert calls == [(7, MIDNIGHT - DAY_MS, False)]  # once, off the event loop's thread
+        assert calls == [("AAA", MIDNIGHT - DAY_MS, False)]  # once, off the event loop's thread
         assert counter.seeds == 1
 
     async def test_days_begun_after_start_are_not_seeded(self) -> None:
         """This process saw every request of a day that began after it started: no query."""
         counter = MemoryQuotaCounter(seed=lambda *_: pytest.fail("seeded"), created_ms=NOW)
-        assert (await counter.hit(7, 5, MIDNIGHT + 5)).used == 1
+        assert (await counter.hit("AAA", 5, MIDNIGHT + 5)).used == 1
 
     async def test_failed_seed_counts_from_zero_and_is_counted(self) -> None:
         """The database is down at the first request: counted from 0, seed_failures 1."""
 
-        def seed(key_id: int, since_ms: int) -> int:
+        def seed(api_key: str, since_ms: int) -> int:
             raise ConnectionError("database unreachable")
 
         counter = MemoryQuotaCounter(seed=seed, created_ms=NOW)
-        assert (await counter.hit(7, 5, NOW)).used == 1
+        assert (await counter.hit("AAA", 5, NOW)).used == 1
         assert counter.seed_failures == 1

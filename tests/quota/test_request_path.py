@@ -27,11 +27,11 @@ class FailingCounter:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def hit(self, key_id: int, quota: int, now_ms: int) -> QuotaDecision:
+    async def hit(self, api_key: str, quota: int, now_ms: int) -> QuotaDecision:
         self.calls += 1
         raise ConnectionError("quota backend down")
 
-    async def used(self, key_id: int, now_ms: int) -> int:
+    async def used(self, api_key: str, now_ms: int) -> int:
         raise ConnectionError("quota backend down")
 
     async def ping(self) -> None:
@@ -105,6 +105,5 @@ def test_spent_quota_is_10006_and_refusals_are_not_counted(quota: int) -> None:
     app = App(counter, quota=quota)
     codes = [app.balance() for _ in range(quota + 3)]
     assert codes == [0] * quota + [10006] * 3
-    key_id = app.app.state.service.find_key(app.api_key).id
-    assert asyncio.run(counter.used(key_id, CLOCK.now_ms())) == quota
+    assert asyncio.run(counter.used(app.api_key, CLOCK.now_ms())) == quota
     assert app.app.state.limits.quota_decisions == {"allowed": quota, "refused": 3}

@@ -136,13 +136,13 @@ class TestUsagePurge:
 
 class TestCountUsage:
     def test_counts_authenticated_successes_of_one_key_since(self, store: Store) -> None:
-        """count_usage: key 1's rows at or after since_ms with retCode 0 and a verified
+        """count_usage: key AAA's rows at or after since_ms with retCode 0 and a verified
         signature (what a daily quota counts); refusals and other keys are not counted."""
         store.append_usage(
             [*_rows(), usage("n-7", key_id=2, api_key="CCC"), usage("n-8", at_ms=T0 - 1)]
         )
-        assert store.count_usage(key_id=1, since_ms=T0) == 3
-        assert store.count_usage(key_id=1, since_ms=T0 - 1) == 4
-        assert store.count_usage(key_id=1, since_ms=T0 + 11) == 0
-        assert store.count_usage(key_id=2, since_ms=T0) == 1
-        assert store.count_usage(key_id=9, since_ms=0) == 0
+        assert store.count_usage(api_key="AAA", since_ms=T0) == 3
+        assert store.count_usage(api_key="AAA", since_ms=T0 - 1) == 4
+        assert store.count_usage(api_key="AAA", since_ms=T0 + 11) == 0
+        assert store.count_usage(api_key="CCC", since_ms=T0) == 1
+        assert store.count_usage(api_key="ZZZ", since_ms=0) == 0

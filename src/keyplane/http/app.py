@@ -119,8 +119,8 @@ def _quota_for(settings: Settings, store: Store, clock: Clock) -> QuotaCounter:
     if not settings.usage_log:
         return MemoryQuotaCounter()
 
-    def seed(key_id: int, since_ms: int) -> int:
-        return store.count_usage(key_id=key_id, since_ms=since_ms)
+    def seed(api_key: str, since_ms: int) -> int:
+        return store.count_usage(api_key=api_key, since_ms=since_ms)
 
     return MemoryQuotaCounter(seed=seed, created_ms=clock.now_ms())
 

@@ -160,7 +160,7 @@ class RequestLimits:
         if counter is None or quota is None or quota < 1:
             return None
         try:
-            decision = await counter.hit(caller.key.id, quota, now_ms)
+            decision = await counter.hit(caller.key.api_key, quota, now_ms)
         except Exception as exc:  # backend down: the configured, counted choice
             fail_open = self.fail_open_writes if policy.write else self.fail_open_reads
             outcome = "failed_open" if fail_open else "failed_closed"

@@ -51,16 +51,20 @@ class QuotaDecision:
 
 
 class QuotaCounter(Protocol):
-    """Counts requests per key per UTC day; every backend passes tests/quota's contract suite."""
+    """Counts requests per key per UTC day; every backend passes tests/quota's contract suite.
 
-    async def hit(self, key_id: int, quota: int, now_ms: int) -> QuotaDecision:
-        """Count one request of key_id (int) on the UTC day of now_ms (ms) when fewer than quota
+    Keys are named by api_key (a rotated key is a new api_key with a fresh count, like a new
+    key), which is also how the usage log is indexed (api_key, at_ms) for the restart seed.
+    """
+
+    async def hit(self, api_key: str, quota: int, now_ms: int) -> QuotaDecision:
+        """Count one request of api_key on the UTC day of now_ms (ms) when fewer than quota
         (int >= 1) are counted; otherwise refuse and count nothing. Raises ValueError for a
         quota < 1 and the backend's error (e.g. redis ConnectionError) when it cannot answer."""
         ...
 
-    async def used(self, key_id: int, now_ms: int) -> int:
-        """Requests counted for key_id on the UTC day of now_ms (0 when none)."""
+    async def used(self, api_key: str, now_ms: int) -> int:
+        """Requests counted for api_key on the UTC day of now_ms (0 when none)."""
         ...
 
     async def ping(self) -> None:

@@ -1,6 +1,6 @@
 """Quota counter shared by every node through Redis: one atomic Lua call per request.
 
-Each key's day is one Redis integer `<prefix><key id>:<UTC day number>` (days since the epoch),
+Each key's day is one Redis integer `<prefix><api_key>:<UTC day number>` (days since the epoch),
 created by the first request of the day with a PEXPIRE lasting until the next 00:00 UTC plus a
 grace hour (clock skew between nodes), so yesterday's counters vanish by themselves. The TTL is
 relative and computed from the caller's clock, not an absolute PEXPIREAT: Redis's own clock
@@ -71,24 +71,24 @@ class RedisQuotaCounter:
         options.update(client_options)
         return cls(aioredis.from_url(url, **options), prefix=prefix)
 
-    def _key(self, key_id: int, now_ms: int) -> str:
-        return f"{self._prefix}{key_id}:{now_ms // DAY_MS}"
+    def _key(self, api_key: str, now_ms: int) -> str:
+        return f"{self._prefix}{api_key}:{now_ms // DAY_MS}"
 
-    async def hit(self, key_id: int, quota: int, now_ms: int) -> QuotaDecision:
+    async def hit(self, api_key: str, quota: int, now_ms: int) -> QuotaDecision:
         """Count one request (see QuotaCounter.hit); raises RedisError."""
         if quota < 1:
             raise ValueError(f"quota must be >= 1, got {quota}")
         reset = day_start_ms(now_ms) + DAY_MS
         self.round_trips += 1
         reply = await self._script(
-            keys=[self._key(key_id, now_ms)], args=[quota, reset - now_ms + EXPIRY_GRACE_MS]
+            keys=[self._key(api_key, now_ms)], args=[quota, reset - now_ms + EXPIRY_GRACE_MS]
         )
         allowed, count = (int(v) for v in reply)
         return QuotaDecision(bool(allowed), count, quota, reset)
 
-    async def used(self, key_id: int, now_ms: int) -> int:
-        """Requests counted for key_id today; raises RedisError."""
-        value = await self._client.get(self._key(key_id, now_ms))
+    async def used(self, api_key: str, now_ms: int) -> int:
+        """Requests counted for api_key today; raises RedisError."""
+        value = await self._client.get(self._key(api_key, now_ms))
         return int(value) if value is not None else 0
 
     async def ping(self) -> None:

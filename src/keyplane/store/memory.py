@@ -400,13 +400,16 @@ class MemoryStore:
                     )
                 self._networks[(row.key_id, row.network)] = row
 
-    def count_usage(self, *, key_id: int, since_ms: int) -> int:
-        """Authenticated retCode-0 rows of key_id at or after since_ms (see Store.count_usage)."""
+    def count_usage(self, *, api_key: str, since_ms: int) -> int:
+        """Authenticated retCode-0 rows of api_key at or after since_ms (see Store.count_usage)."""
         with self._lock:
             return sum(
                 1
                 for r in self._usage
-                if r.key_id == key_id and r.at_ms >= since_ms and r.authenticated and not r.ret_code
+                if r.api_key == api_key
+                and r.at_ms >= since_ms
+                and r.authenticated
+                and not r.ret_code
             )
 
     def record_alert(self, record: AlertRecord) -> bool:

@@ -222,8 +222,8 @@ class Store(Protocol):
         earlier and last_seen_ms the later of stored and given (ms). One transaction; no
         revision bump. Raises ValueError for a network longer than 64 characters."""
 
-    def count_usage(self, *, key_id: int, since_ms: int) -> int:
-        """Usage rows of key_id with at_ms >= since_ms (ms) that were authenticated and answered
+    def count_usage(self, *, api_key: str, since_ms: int) -> int:
+        """Usage rows of api_key with at_ms >= since_ms (ms) that were authenticated and answered
         retCode 0: the requests a daily quota counts (seed after a restart, keyplane.quota)."""
         ...
 

@@ -768,11 +768,11 @@ class SqlStore:
             )
         return sort_summary(summary)
 
-    def count_usage(self, *, key_id: int, since_ms: int) -> int:
-        """One COUNT(*) over usage_log (indexes on key_id and at_ms)."""
+    def count_usage(self, *, api_key: str, since_ms: int) -> int:
+        """One COUNT(*) over usage_log on its (api_key, at_ms) index."""
         t = usage_log
         query = select(func.count()).where(
-            (t.c.key_id == key_id)
+            (t.c.api_key == api_key)
             & (t.c.at_ms >= since_ms)
             & t.c.authenticated.is_(True)
             & (t.c.ret_code == 0)
