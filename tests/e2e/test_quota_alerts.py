@@ -29,6 +29,7 @@ from pybit.unified_trading import HTTP
 from keyplane.clock import FrozenClock, SystemClock
 from keyplane.keys import DAY_MS, IpAllowlist, RateOverrides
 from keyplane.testing import free_port, running_server
+from tests.alerts import conftest as alerts_conftest
 from tests.alerts.conftest import WEBHOOK_SECRET, Mailbox, WebhookReceiver
 
 from .conftest import Server, serving
@@ -63,12 +64,8 @@ def kinds(receiver: WebhookReceiver, kind: str) -> list[dict[str, Any]]:
     return [a for a in receiver.verified_alerts() if a["kind"] == kind]
 
 
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    with running_server(receiver.app()) as url:
-        receiver.url = f"{url}/hook"
-        yield receiver
+#: the local webhook receiver of the notifier contract suite (tests/alerts/conftest.py), reused
+hook = alerts_conftest.webhook_receiver
 
 
 def webhook_settings(receiver: WebhookReceiver) -> dict[str, Any]:
