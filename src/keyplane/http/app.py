@@ -136,8 +136,8 @@ def create_app(
     replay_store: ReplayStore | None = None,
     quota: QuotaCounter | None = None,
 ) -> Starlette:
-    """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter, replay store)
-    can be swapped.
+    """Build the keyplane ASGI app; any port (store, clock, KEK, venue, limiter, replay store,
+    quota counter) can be swapped.
 
     With no limiter or replay_store: Redis when settings.redis_url is set, else in-memory (one
     node); the replay store remembers signatures of keys with replay_guard on (10014 on a
