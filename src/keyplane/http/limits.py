@@ -31,12 +31,19 @@ from keyplane.policy import RoutePolicy
 from keyplane.quota import DailyQuotaExceededError, QuotaCounter, QuotaDecision, day_start_ms
 from keyplane.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter
 
-__all__ = ["DEFAULT_IP_RATE", "RequestLimits", "limit_headers"]
+__all__ = ["DEFAULT_IP_RATE", "MIN_RESET_AHEAD_MS", "RequestLimits", "limit_headers"]
 
 log = structlog.get_logger("keyplane.ratelimit")
 
 #: rule: Bybit V5 "Rate Limit", IP limit 600 requests per 5 s, answered with HTTP 403.
 DEFAULT_IP_RATE = Rate(600, 5000)
+#: a refused request's X-Bapi-Limit-Reset-Timestamp is at least this far (ms) after the
+#: decision. The limiter's own reset can be 1 ms away; a client reads the header later, on its
+#: own clock, and pybit sleeps (reset - its now), raising on a negative time. A margin as wide
+#: as the accepted clock skew (a timestamp may run 1000 ms ahead) keeps every client that
+#: passes the timestamp check from seeing a reset in its past; Bybit's per-second windows
+#: likewise reset within the next second. Early retries are still allowed when budget returns.
+MIN_RESET_AHEAD_MS = 1000
 
 
 def limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -114,7 +121,7 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        decision = self._counted(await self._hit(bucket, rate, now_ms, write=policy.write))
+        decision = self._counted(await self._hit(bucket, rate, now_ms, write=policy.write), now_ms)
         signals = self.signals
         if (
             signals is not None
@@ -134,7 +141,7 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        decision = self._counted(self._decide_now(bucket, rate, now_ms))
+        decision = self._counted(self._decide_now(bucket, rate, now_ms), now_ms)
         signals = self.signals
         if (
             signals is not None
@@ -178,12 +185,13 @@ class RequestLimits:
             self.signals.quota_used(caller.key, decision.used, quota, now_ms, day)
         return decision
 
-    def _counted(self, decision: Decision | None) -> Decision | None:
+    def _counted(self, decision: Decision | None, now_ms: int) -> Decision | None:
         if decision is None:
             return None
         if not decision.allowed:
             self.decisions["limited"] += 1
-            raise RateLimitedError(reset_at_ms=decision.reset_at_ms, limit=decision.limit)
+            reset = max(decision.reset_at_ms, now_ms + MIN_RESET_AHEAD_MS)
+            raise RateLimitedError(reset_at_ms=reset, limit=decision.limit)
         self.decisions["allowed"] += 1
         return decision
 
