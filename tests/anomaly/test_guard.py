@@ -130,7 +130,7 @@ def test_withdraw_from_a_new_network_suspends_the_key() -> None:
     assert alert.kind is AlertKind.SUSPENDED
     assert alert.api_key == s.key.api_key
     assert "203.0.113.0/24" in alert.summary
-    assert s.guard.suspensions == 1
+    assert s.guard.suspensions == {"sensitive_call_new_network": 1}
 
 
 def test_one_suspension_per_key() -> None:
@@ -144,7 +144,7 @@ def test_one_suspension_per_key() -> None:
     assert actions.count(FLAG_ACTION) == 2
     assert actions.count("key.suspend") == 1
     assert [a.kind for a in s.memory.sent] == [AlertKind.SUSPENDED, AlertKind.ANOMALY]
-    assert s.guard.suspensions == 1
+    assert s.guard.suspensions == {"sensitive_call_new_network": 1}
 
 
 def test_alert_response_only_alerts() -> None:
@@ -195,7 +195,7 @@ def test_notifier_failure_is_counted_not_raised() -> None:
     metrics.watch_anomaly(s.guard.stats)
     text = metrics.render().decode()
     assert 'keyplane_alerts_failed_total{notifier="webhook"} 1.0' in text
-    assert "keyplane_anomaly_suspensions_total 1.0" in text
+    assert 'keyplane_anomaly_suspensions_total{rule="sensitive_call_new_network"} 1.0' in text
     assert (
         'keyplane_anomaly_flags_total{response="suspend",rule="sensitive_call_new_network"} 1.0'
         in text

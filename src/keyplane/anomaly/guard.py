@@ -136,11 +136,11 @@ def notifiers_from_settings(
 
 @dataclass(frozen=True)
 class GuardStats:
-    """For metrics: flags by (rule, response); suspensions made; alerts sent and failed by
-    notifier name; events dropped because the queue was full."""
+    """For metrics: flags by (rule, response); suspensions made, by rule; alerts sent and
+    failed by notifier name; events dropped because the queue was full."""
 
     flags: Mapping[tuple[str, str], int]
-    suspensions: int
+    suspensions: Mapping[str, int]
     alerts_sent: Mapping[str, int]
     alerts_failed: Mapping[str, int]
     dropped: int
@@ -185,7 +185,7 @@ class AnomalyGuard:
         self.tick_ms = tick_ms
         self.queue_max = queue_max
         self.clock: Clock = clock or SystemClock()
-        self.suspensions = 0
+        self.suspensions: Counter[str] = Counter()  # rule -> keys it suspended
         self.dropped = 0
         self.alerts_sent: Counter[str] = Counter()
         self.alerts_failed: Counter[str] = Counter()
@@ -205,7 +205,7 @@ class AnomalyGuard:
         """Counters so far (read by keyplane.http.metrics at scrape time)."""
         return GuardStats(
             dict(self.detector.flags),
-            self.suspensions,
+            dict(self.suspensions),
             dict(self.alerts_sent),
             dict(self.alerts_failed),
             self.dropped,
@@ -350,7 +350,7 @@ class AnomalyGuard:
             else:
                 item.audited = True  # suspend_key wrote the flag with the suspension
                 if before.status is KeyStatus.ACTIVE and key.status is KeyStatus.SUSPENDED:
-                    self.suspensions += 1
+                    self.suspensions[flag.rule] += 1
                     item.suspended = True
                     log.warning(
                         "key suspended by anomaly rule", rule=flag.rule, api_key=flag.api_key

@@ -20,7 +20,7 @@ Series (all counters are totals since the process started):
 - keyplane_usage_queue_depth (gauge), keyplane_usage_rows_written_total, _spilled_total,
   _replayed_total, _lost_total: the usage log writer (keyplane.usage.writer); lost rows could be
   neither stored nor spilled, and are also audited as "usage.rows.lost".
-- keyplane_anomaly_flags_total{rule,response}, keyplane_anomaly_suspensions_total,
+- keyplane_anomaly_flags_total{rule,response}, keyplane_anomaly_suspensions_total{rule},
   keyplane_alerts_sent_total{notifier}, keyplane_alerts_failed_total{notifier},
   keyplane_anomaly_events_dropped_total: the anomaly guard (keyplane.anomaly.guard).
 - keyplane_quota_decisions_total{outcome}: daily-quota decisions (allowed, refused,
@@ -53,7 +53,7 @@ class AnomalyCounts(Protocol):
     @property
     def flags(self) -> Mapping[tuple[str, str], int]: ...  # (rule, response) -> flags
     @property
-    def suspensions(self) -> int: ...
+    def suspensions(self) -> Mapping[str, int]: ...  # rule -> keys it suspended
     @property
     def alerts_sent(self) -> Mapping[str, int]: ...  # notifier name -> alerts delivered
     @property
@@ -282,11 +282,14 @@ def _anomaly_series(stats: AnomalyCounts, *, alerts: bool = True) -> Iterable[Me
     for (rule, response), count in sorted(stats.flags.items()):
         flags.add_metric([rule, response], count)
     yield flags
-    yield CounterMetricFamily(
+    suspensions = CounterMetricFamily(
         "keyplane_anomaly_suspensions",
-        "Keys suspended by an anomaly rule on this node.",
-        value=stats.suspensions,
+        "Keys suspended by an anomaly rule on this node, by rule.",
+        labels=["rule"],
     )
+    for rule, count in sorted(stats.suspensions.items()):
+        suspensions.add_metric([rule], count)
+    yield suspensions
     series = (
         ("sent", stats.alerts_sent, "Alerts delivered, by notifier."),
         ("failed", stats.alerts_failed, "Alerts a notifier gave up on, by notifier."),
