@@ -64,13 +64,25 @@ class AnomalyDetector:
 
     def observe(self, event: UsageEvent) -> list[Flag]:
         """Every flag this event trips, most severe first."""
-        found = [flag for rule in self.rules if (flag := rule.observe(event)) is not None]
+        found: list[Flag] = []
+        for rule in self.rules:
+            flag = rule.observe(event)
+            if flag is not None:
+                found.append(flag)
+                self.flags[(flag.rule, flag.response.value)] += 1
         if event.authenticated and event.key_id is not None:
             for history in self.histories:
                 network = history.network_of(event.client_ip)
                 if network is not None:
                     history.add(event, network)
-        for flag in found:
-            self.flags[(flag.rule, flag.response.value)] += 1
-        order = {Response.SUSPEND: 0, Response.ALERT: 1, Response.RECORD: 2}
-        return sorted(found, key=lambda f: order[f.response])
+        if len(found) > 1:
+            found.sort(key=_severity)
+        return found
+
+
+#: flags sort most severe first.
+_SEVERITY = {Response.SUSPEND: 0, Response.ALERT: 1, Response.RECORD: 2}
+
+
+def _severity(flag: Flag) -> int:
+    return _SEVERITY[flag.response]

@@ -199,16 +199,18 @@ class NewNetwork:
         network = history.network_of(event.client_ip)
         if network is None:
             return None
-        first = history.first_ms(key_id)
-        stable = (
-            first is not None
-            and history.requests(key_id) >= self.min_requests
-            and event.at_ms - first >= self.min_age_ms
-        )
         new = not history.known(key_id, network)
+        stable = False
+        if new:  # the history's totals are only summed for the rare new network
+            first = history.first_ms(key_id)
+            stable = (
+                first is not None
+                and history.requests(key_id) >= self.min_requests
+                and event.at_ms - first >= self.min_age_ms
+            )
         if self.learns:
             history.add(event, network)
-        if stable and new:
+        if stable:
             return _flag(self, event, f"first request from network {network}", network=network)
         return None
 
