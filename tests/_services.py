@@ -10,11 +10,13 @@ PostgreSQL or Redis half of a contract suite.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -31,11 +33,13 @@ from keyplane.testing import postgres_schema
 __all__ = [
     "DEFAULT_POSTGRES_URL",
     "DEFAULT_REDIS_URL",
+    "PostgresServer",
     "RedisServer",
     "free_port",
     "fresh_postgres_schema",
     "postgres_url_or_skip",
     "redis_url_or_skip",
+    "started_private_postgres",
     "started_private_redis",
 ]
 
@@ -200,3 +204,93 @@ def started_private_redis(workdir: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster (initdb in its own directory, trust auth, fsync off) on a
+    fixed port, that a test can crash (immediate shutdown: every connection dropped, no
+    checkpoint, recovery on the next start) and start again. As root, the server programs run
+    as the `postgres` user (PostgreSQL refuses to run as root)."""
+
+    def __init__(self, bindir: Path, port: int) -> None:
+        self.bindir = bindir
+        self.port = port
+        self.datadir = Path(tempfile.mkdtemp(prefix="keyplane-pg-"))
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        self._as_postgres = os.geteuid() == 0
+        if self._as_postgres:
+            shutil.chown(self.datadir, "postgres", "postgres")
+
+    def _run(self, program: str, *args: str) -> None:
+        argv = [str(self.bindir / program), *args]
+        if self._as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        """initdb: superuser postgres, trust auth."""
+        self._run("initdb", "-D", str(self.datadir / "data"), "-U", "postgres", "-A", "trust",
+                  "--no-sync", "-E", "UTF8")  # fmt: skip
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.datadir} -c fsync=off "
+            "-c full_page_writes=off"
+        )
+        self._run("pg_ctl", "-D", str(self.datadir / "data"), "-o", options,
+                  "-l", str(self.datadir / "server.log"), "-w", "-t", "30", "start")  # fmt: skip
+
+    def crash(self) -> None:
+        """Stop the server the hard way (pg_ctl stop -m immediate: SIGQUIT, no checkpoint)."""
+        self._run("pg_ctl", "-D", str(self.datadir / "data"), "-m", "immediate", "-w", "stop")
+
+    def remove(self) -> None:
+        """Stop (if running) and delete the cluster."""
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.crash()
+        shutil.rmtree(self.datadir, ignore_errors=True)
+
+
+def _postgres_bindir() -> Path | None:
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
+        candidates = [Path(out.stdout.strip())]
+    except (OSError, subprocess.CalledProcessError):
+        candidates = []
+    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for bindir in candidates:
+        if (bindir / "initdb").exists() and (bindir / "pg_ctl").exists():
+            return bindir
+    return None
+
+
+@contextmanager
+def started_private_postgres() -> Iterator[PostgresServer]:
+    """A running throwaway PostgreSQL cluster on a free port; removed afterwards.
+
+    Skips when initdb/pg_ctl are missing (or cannot run), fails instead under CI=true.
+    """
+    bindir = _postgres_bindir()
+    reason = ""
+    if bindir is None:
+        reason = "PostgreSQL server programs (initdb, pg_ctl) not found"
+    server = None
+    if bindir is not None:
+        server = PostgresServer(bindir, free_port())
+        try:
+            server.init()
+            server.start()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            reason = f"cannot start a private PostgreSQL: {exc} {detail.decode(errors='replace')}"
+            server.remove()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    assert server is not None
+    try:
+        yield server
+    finally:
+        server.remove()

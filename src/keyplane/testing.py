@@ -14,12 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import httpx
 import uvicorn
@@ -76,17 +78,27 @@ def running_server(app: ASGIApp, *, port: int | None = None) -> Iterator[str]:
 
 @dataclass
 class NodeProcess:
-    """A `keyplane serve` subprocess: url "http://127.0.0.1:P", and its Popen."""
+    """A `keyplane serve` subprocess: url "http://127.0.0.1:P", its Popen, and the temporary
+    file its stderr goes to (a file, not a pipe: a node logging through a long outage must
+    never block on a full pipe)."""
 
     url: str
     process: subprocess.Popen[str]
+    stderr_file: IO[str] | None = None
 
     def stop(self, timeout_s: float = 30) -> tuple[int, str]:
-        """SIGTERM (graceful shutdown), wait; returns (exit code, stderr)."""
+        """SIGTERM (graceful shutdown), wait; returns (exit code, stderr so far)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        _, stderr = self.process.communicate(timeout=timeout_s)
-        return self.process.returncode, stderr
+        self.process.wait(timeout=timeout_s)
+        return self.process.returncode, self.stderr()
+
+    def stderr(self) -> str:
+        """What the node wrote to stderr so far."""
+        if self.stderr_file is None:
+            return ""
+        self.stderr_file.seek(0)
+        return self.stderr_file.read()
 
 
 @contextmanager
@@ -103,15 +115,16 @@ def node_process(
     when it exits or is not ready in ready_timeout_s. Stops it with SIGTERM on exit.
     """
     port = port or free_port()
+    log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # noqa: SIM115 (closed below)
     process = subprocess.Popen(  # noqa: S603 (our own interpreter and CLI)
         [sys.executable, "-m", "keyplane", "serve", "--port", str(port), *serve_args],
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
     )
-    node = NodeProcess(f"http://127.0.0.1:{port}", process)
+    node = NodeProcess(f"http://127.0.0.1:{port}", process, log)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -129,6 +142,7 @@ def node_process(
     finally:
         if process.poll() is None:
             node.stop()
+        log.close()
 
 
 @contextmanager
