@@ -280,3 +280,26 @@ def test_network_history_is_shared_by_the_nodes(deployment: Deployment) -> None:
     lag = refused_within(1.0, time.monotonic(), {"A": d.a, "B": d.b}, homebody, homebody_secret)
     assert max(lag.values()) < 1.0
     assert d.service.get_key(homebody).status.value == "suspended"
+
+
+def test_failed_signature_burst_sends_one_leak_alert(deployment: Deployment) -> None:
+    """Someone holding the api key but not the secret: 25 requests with wrong signatures
+    (10004) through both nodes within a minute make one signed leak.suspected alert (the rule
+    alerts, it does not suspend: the real owner keeps working)."""
+    d = deployment
+    issued = d.service.create_key(d.uid, permissions=Permissions.parse("Spot:SpotTrade"))
+    assert issued.secret is not None
+    key, secret = issued.key.api_key, issued.secret.reveal()
+    wrong = "w" * len(secret)
+    for i in range(25):
+        assert balance(d.a if i % 2 else d.b, key, wrong) == 10004
+    deadline = time.monotonic() + 10
+    while not (alerts := [a for a in d.receiver.verified() if a["apiKey"] == key]):
+        assert time.monotonic() < deadline, "no leak alert reached the webhook"
+        time.sleep(0.05)
+    time.sleep(0.5)  # a second alert, if any, would have arrived by now
+    alerts = [a for a in d.receiver.verified() if a["apiKey"] == key]
+    assert [a["kind"] for a in alerts] == ["leak.suspected"]
+    assert alerts[0]["details"]["rule"] == "failed_signature_burst"
+    assert balance(d.a, key, secret) == 0  # not suspended
+    assert all(secret not in body.decode() for _, body in d.receiver.posts)

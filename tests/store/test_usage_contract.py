@@ -146,3 +146,28 @@ class TestCountUsage:
         assert store.count_usage(api_key="AAA", since_ms=T0 + 11) == 0
         assert store.count_usage(api_key="CCC", since_ms=T0) == 1
         assert store.count_usage(api_key="ZZZ", since_ms=0) == 0
+
+
+class TestCountFailures:
+    def test_counts_other_nodes_failed_proofs_per_key(self, store: Store) -> None:
+        """Rows of the asked keys, since the cutoff, with the asked retCodes and a known key,
+        not written by the excluded node (row_id prefix "<node>-"); LIKE wildcards in a node
+        id match only themselves."""
+        store.append_usage(
+            [
+                usage("nodeb-1", ret_code=10004),
+                usage("nodeb-2", ret_code=10002, at_ms=T0 + 5),
+                usage("nodeb-3", ret_code=10004, at_ms=T0 - 1),  # before the cutoff
+                usage("nodeb-4", ret_code=10005),  # not a failed proof
+                usage("nodeb-5", ret_code=10004, key_id=None),  # unknown key
+                usage("node_-1", ret_code=10004),  # this node (wildcard in the id)
+                usage("nodea-1", ret_code=10004),  # another node ("_" must not match "a")
+                usage("nodeb-6", ret_code=10004, api_key="BBB"),
+                usage("nodeb-7", ret_code=10004, api_key="CCC"),
+            ]
+        )
+        counts = store.count_failures(
+            ["AAA", "BBB", "DDD"], since_ms=T0, ret_codes=(10002, 10004), excluding_node="node_"
+        )
+        assert counts == {"AAA": 3, "BBB": 1}
+        assert store.count_failures([], since_ms=T0, ret_codes=(10004,), excluding_node="x") == {}

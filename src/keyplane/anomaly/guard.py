@@ -42,6 +42,7 @@ from keyplane.alerts import (
     Alert,
     AlertDispatcher,
     AlertKind,
+    AlertRecord,
     Notifier,
     SmtpNotifier,
     WebhookNotifier,
@@ -162,7 +163,10 @@ class AnomalyGuard:
     (default_rules() when None). notifiers: where ALERT and SUSPEND flags are sent.
     tick_ms: int, ms between drains. queue_max: events held; beyond it events are dropped and
     counted. dispatcher: when given (create_app shares its one AlertDispatcher), alerts go
-    through it (and are counted there) instead of straight to `notifiers`.
+    through it (and are counted there) instead of straight to `notifiers`; leak alerts are
+    recorded there once per key per burst window, across nodes. usage_node_id: this node's
+    usage-writer id; with it, the failed-signature rule also counts the failures other nodes
+    wrote to the usage log (a burst spread over the nodes trips it); None: this node's only.
     """
 
     def __init__(
@@ -176,11 +180,16 @@ class AnomalyGuard:
         queue_max: int = 100_000,
         clock: Clock | None = None,
         dispatcher: AlertDispatcher | None = None,
+        usage_node_id: str | None = None,
     ) -> None:
         self.service = service
+        self.usage_node_id = usage_node_id
         self.dispatcher = dispatcher
         self.cache = cache
         self.detector = detector or AnomalyDetector()
+        self._burst = next(
+            (r for r in self.detector.rules if isinstance(r, FailedSignatureBurst)), None
+        )
         self.notifiers = list(notifiers)
         self.tick_ms = tick_ms
         self.queue_max = queue_max
@@ -247,6 +256,8 @@ class AnomalyGuard:
         events = [e if isinstance(e, UsageEvent) else UsageEvent(*e) for e in _drain(queue)]
         if events and self.detector.histories:
             await self._load_histories(events)
+        if events and self._burst is not None and self.usage_node_id is not None:
+            await self._load_failures(events, self._burst, self.usage_node_id)
         detector = self.detector
         for event in events:
             for flag in detector.observe(event):
@@ -280,6 +291,29 @@ class AnomalyGuard:
                 )
                 continue
             history.merge(loaded)
+
+    async def _load_failures(
+        self, events: Sequence[UsageEvent], rule: FailedSignatureBurst, node_id: str
+    ) -> None:
+        """Read what other nodes logged of failed proofs for the keys failing here (one query)."""
+        failures = rule.FAILURES
+        keys = {e.api_key for e in events if e.key_id is not None and e.ret_code in failures}
+        if not keys:
+            return
+        try:
+            counts = await anyio.to_thread.run_sync(
+                lambda: self.service.store.count_failures(
+                    keys,
+                    since_ms=self.clock.now_ms() - rule.window_ms,
+                    ret_codes=failures,
+                    excluding_node=node_id,
+                )
+            )
+        except Exception as exc:  # store down: judge on this node's own failures
+            log.warning("failure counts not loaded", keys=len(keys), error=type(exc).__name__)
+            return
+        for key in keys:
+            rule.elsewhere[key] = counts.get(key, 0)
 
     async def _write_histories(self) -> None:
         """Write what this node saw (new networks at once, counts every flush_ms)."""
@@ -317,7 +351,14 @@ class AnomalyGuard:
             if item.suspended:
                 self.cache.clear()
             alert = self._alert_for(item)
-            if alert is not None and self.dispatcher is not None:
+            record = self._leak_record(item, alert)
+            if record is not None and self.dispatcher is not None:
+                try:
+                    await self.dispatcher.record(record)  # once per key per burst window
+                except Exception as exc:  # store down: rather twice than never
+                    log.warning("leak alert not recorded; sending", error=type(exc).__name__)
+                    self.dispatcher.send(record.to_alert())
+            elif alert is not None and self.dispatcher is not None:
                 self.dispatcher.send(alert)
             elif alert is not None:
                 for notifier in self.notifiers:
@@ -359,6 +400,30 @@ class AnomalyGuard:
         if not item.audited:
             service.store.append_audit([flag_event])
             item.audited = True
+
+    def _leak_record(self, item: _Pending, alert: Alert | None) -> AlertRecord | None:
+        """The alert-log record of a leak alert (deduplicated across nodes per key and burst
+        window), None for other alerts."""
+        flag = item.flag
+        if (
+            alert is None
+            or alert.kind is not AlertKind.LEAK_SUSPECTED
+            or flag.key_id is None
+            or flag.uid is None
+        ):
+            return None
+        window = int(flag.details.get("window_ms", 60_000)) or 60_000
+        return AlertRecord(
+            key_id=flag.key_id,
+            api_key=flag.api_key,
+            uid=flag.uid,
+            kind=AlertKind.LEAK_SUSPECTED,
+            condition=AlertKind.LEAK_SUSPECTED.value,
+            window_ms=flag.at_ms // window * window,
+            at_ms=alert.at_ms,
+            summary=alert.summary,
+            details=alert.details,
+        )
 
     def _alert_for(self, item: _Pending) -> Alert | None:
         flag = item.flag

@@ -262,7 +262,12 @@ class SensitiveCallFromNewNetwork:
 class FailedSignatureBurst:
     """Many failed signatures or stale timestamps for one api key: someone holds the key id but
     not the secret (a possible leak). threshold failures within window_ms trip it, once per
-    window. Default: 20 in 60 s, alert."""
+    window. Default: 20 in 60 s, alert.
+
+    elsewhere: api key -> failures other nodes recorded in the last window_ms (from the shared
+    usage log; the anomaly guard sets it before each batch), added to this node's own count, so
+    a burst spread over several nodes still trips the rule.
+    """
 
     name = "failed_signature_burst"
 
@@ -280,6 +285,7 @@ class FailedSignatureBurst:
         self.threshold, self.window_ms = threshold, window_ms
         self._failures: dict[str, deque[int]] = {}
         self._flagged_until: dict[str, int] = {}
+        self.elsewhere: dict[str, int] = {}
 
     def observe(self, event: UsageEvent) -> Flag | None:
         """Count a failed proof for a known key; a Flag when the burst reaches threshold."""
@@ -289,15 +295,16 @@ class FailedSignatureBurst:
         times.append(event.at_ms)
         while times and times[0] <= event.at_ms - self.window_ms:
             times.popleft()
-        if len(times) < self.threshold or event.at_ms < self._flagged_until.get(event.api_key, 0):
+        failures = len(times) + self.elsewhere.get(event.api_key, 0)
+        if failures < self.threshold or event.at_ms < self._flagged_until.get(event.api_key, 0):
             return None
         self._flagged_until[event.api_key] = event.at_ms + self.window_ms
         return _flag(
             self,
             event,
-            f"{len(times)} failed signatures or stale timestamps in {self.window_ms // 1000} s "
+            f"{failures} failed signatures or stale timestamps in {self.window_ms // 1000} s "
             f"(last from {event.client_ip}): the key id may have leaked",
-            failures=len(times),
+            failures=failures,
             window_ms=self.window_ms,
             client_ip=event.client_ip,
         )

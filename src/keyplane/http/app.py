@@ -198,6 +198,7 @@ def create_app(
             notifiers=dispatcher.notifiers,
             clock=the_clock,
             dispatcher=dispatcher,
+            usage_node_id=usage.node_id if usage is not None else None,
         )
         metrics.watch_anomaly(guard.stats)
     sink: UsageSink | None = usage

@@ -372,6 +372,29 @@ class MemoryStore:
             self._usage_ids = {r.row_id for r in kept}
         return gone
 
+    def count_failures(
+        self,
+        api_keys: Collection[str],
+        *,
+        since_ms: int,
+        ret_codes: Collection[int],
+        excluding_node: str,
+    ) -> Mapping[str, int]:
+        """Failure rows per api key from other nodes (see Store.count_failures)."""
+        wanted, codes, own = set(api_keys), set(ret_codes), f"{excluding_node}-"
+        counts: dict[str, int] = {}
+        with self._lock:
+            for r in self._usage:
+                if (
+                    r.api_key in wanted
+                    and r.at_ms >= since_ms
+                    and r.ret_code in codes
+                    and r.key_id is not None
+                    and not r.row_id.startswith(own)
+                ):
+                    counts[r.api_key] = counts.get(r.api_key, 0) + 1
+        return counts
+
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
         """Stored networks per key id, by last_seen_ms (see Store.load_key_networks)."""
         wanted = set(key_ids)

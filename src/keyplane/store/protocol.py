@@ -212,6 +212,19 @@ class Store(Protocol):
         never hold up the usage writer); returns how many went."""
         ...
 
+    def count_failures(
+        self,
+        api_keys: Collection[str],
+        *,
+        since_ms: int,
+        ret_codes: Collection[int],
+        excluding_node: str,
+    ) -> Mapping[str, int]:
+        """Per api key: usage rows with at_ms >= since_ms (ms), one of ret_codes and a known key
+        (key_id set), not written by node excluding_node (row_id "<node>-<n>"); keys without
+        any are left out. What other nodes saw of a failed-signature burst."""
+        ...
+
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
         """The stored source networks of each key id (ids without any map to an empty list);
         each key's networks by last_seen_ms ascending."""

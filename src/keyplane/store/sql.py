@@ -622,6 +622,34 @@ class SqlStore:
             if deleted < _USAGE_PURGE_BATCH:
                 return gone
 
+    def count_failures(
+        self,
+        api_keys: Collection[str],
+        *,
+        since_ms: int,
+        ret_codes: Collection[int],
+        excluding_node: str,
+    ) -> Mapping[str, int]:
+        """One GROUP BY over usage_log's (api_key, at_ms) index (see Store.count_failures)."""
+        keys = sorted(set(api_keys))
+        if not keys:
+            return {}
+        t = usage_log
+        prefix = excluding_node.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = (
+            select(t.c.api_key, func.count())
+            .where(
+                t.c.api_key.in_(keys),
+                t.c.at_ms >= since_ms,
+                t.c.ret_code.in_(sorted(set(ret_codes))),
+                t.c.key_id.is_not(None),
+                t.c.row_id.not_like(f"{prefix}-%", escape="\\"),
+            )
+            .group_by(t.c.api_key)
+        )
+        with self._engine.begin() as conn:
+            return {str(k): int(n) for k, n in conn.execute(query)}
+
     def load_key_networks(self, key_ids: Collection[int]) -> Mapping[int, Sequence[KeyNetwork]]:
         """Stored networks per key id, by last_seen_ms (see Store.load_key_networks); one query
         per 500 ids."""
