@@ -46,9 +46,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def serving(
-    tmp_path: Path, *, clock: Clock | None = None, **settings: Any
-) -> Iterator[Server]:
+def serving(tmp_path: Path, *, clock: Clock | None = None, **settings: Any) -> Iterator[Server]:
     """Start a server on a fresh SQLite database under tmp_path (optionally with a skewed clock
     and more Settings fields, e.g. webhook_url=...)."""
     db_path = tmp_path / "keyplane.db"

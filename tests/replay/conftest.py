@@ -7,15 +7,14 @@ afterwards, so parallel runs on one Redis never collide.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from keyplane.replay import MemoryReplayStore, RedisReplayStore, ReplayStore
-from tests._services import RedisServer, redis_url_or_skip, started_private_redis
-from tests.ratelimit.conftest import delete_keys
+from tests._redis_backends import backend_under_test, redis_node_factory
+from tests._services import RedisServer, started_private_redis
 
 BACKENDS = [pytest.param("memory", id="memory"), pytest.param("redis", id="redis")]
 
@@ -26,47 +25,20 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def fresh_prefix() -> str:
-    """A key prefix no other test (or parallel run) uses."""
-    return f"keyplane:test:replay:{uuid.uuid4().hex}:"
-
-
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[ReplayStore]:
     """An empty replay store on each backend; closed (and its Redis keys deleted) afterwards."""
-    if request.param == "memory":
-        memory = MemoryReplayStore()
-        yield memory
-        await memory.close()
-        return
-    url = redis_url_or_skip()
-    prefix = fresh_prefix()
-    shared = RedisReplayStore.from_url(url, prefix=prefix)
-    try:
-        yield shared
-    finally:
-        await shared.close()
-        await delete_keys(url, prefix)
+    async with backend_under_test(
+        request.param, MemoryReplayStore, RedisReplayStore.from_url, "replay"
+    ) as made:
+        yield made
 
 
 @pytest.fixture
 async def redis_nodes() -> AsyncIterator[Callable[[], RedisReplayStore]]:
     """A factory of RedisReplayStore "nodes": separate clients, one Redis, one key prefix."""
-    url = redis_url_or_skip()
-    prefix = fresh_prefix()
-    made: list[RedisReplayStore] = []
-
-    def make() -> RedisReplayStore:
-        node = RedisReplayStore.from_url(url, prefix=prefix)
-        made.append(node)
-        return node
-
-    try:
+    async with redis_node_factory(RedisReplayStore.from_url, "replay") as make:
         yield make
-    finally:
-        for node in made:
-            await node.close()
-        await delete_keys(url, prefix)
 
 
 @pytest.fixture
