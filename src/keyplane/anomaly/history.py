@@ -195,14 +195,7 @@ class NetworkHistory:
             key = self._keys.get(row.key_id)
             if key is None:
                 continue
-            old = key.stored.pop(row.network, None)
-            if old is None:
-                key.stored[row.network] = _Seen(row.first_seen_ms, row.last_seen_ms, row.requests)
-            else:
-                old.first_ms = min(old.first_ms, row.first_seen_ms)
-                old.last_ms = max(old.last_ms, row.last_seen_ms)
-                old.requests += row.requests
-                key.stored[row.network] = old  # re-inserted: most recently seen last
+            _fold(key.stored, row)
             while len(key.stored) > MAX_NETWORKS_PER_KEY:
                 del key.stored[next(iter(key.stored))]
 
@@ -212,11 +205,17 @@ class NetworkHistory:
             key = self._keys.get(row.key_id)
             if key is None:
                 key = self._keys[row.key_id] = _Key()
-            seen = key.local.get(row.network)
-            if seen is None:
-                key.local[row.network] = _Seen(row.first_seen_ms, row.last_seen_ms, row.requests)
-            else:
-                seen.first_ms = min(seen.first_ms, row.first_seen_ms)
-                seen.last_ms = max(seen.last_ms, row.last_seen_ms)
-                seen.requests += row.requests
+            _fold(key.local, row)
         self._new_network_waiting = True
+
+
+def _fold(into: dict[str, _Seen], row: KeyNetwork) -> None:
+    """Add row's sightings to into[row.network], which moves to the end (most recent)."""
+    seen = into.pop(row.network, None)
+    if seen is None:
+        seen = _Seen(row.first_seen_ms, row.last_seen_ms, row.requests)
+    else:
+        seen.first_ms = min(seen.first_ms, row.first_seen_ms)
+        seen.last_ms = max(seen.last_ms, row.last_seen_ms)
+        seen.requests += row.requests
+    into[row.network] = seen

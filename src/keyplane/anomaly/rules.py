@@ -167,6 +167,15 @@ class RateSpike:
         state.window_start, state.count = window, 0
 
 
+def _key_and_network(history: NetworkHistory, event: UsageEvent) -> tuple[int, str] | None:
+    """(key id, source network) of an authenticated event of a known key, else None."""
+    key_id = event.key_id
+    if not event.authenticated or key_id is None:
+        return None
+    network = history.network_of(event.client_ip)
+    return None if network is None else (key_id, network)
+
+
 class NewNetwork:
     """An authenticated request from a network the key has not used, for a key with a stable
     history (at least min_requests requests over at least min_age_ms). Default: alert.
@@ -192,13 +201,11 @@ class NewNetwork:
 
     def observe(self, event: UsageEvent) -> Flag | None:
         """A Flag when a stable key shows up from a new network."""
-        key_id = event.key_id
-        if not event.authenticated or key_id is None:
+        found = _key_and_network(self.history, event)
+        if found is None:
             return None
+        key_id, network = found
         history = self.history
-        network = history.network_of(event.client_ip)
-        if network is None:
-            return None
         new = not history.known(key_id, network)
         stable = False
         if new:  # the history's totals are only summed for the rare new network
@@ -234,13 +241,11 @@ class SensitiveCallFromNewNetwork:
 
     def observe(self, event: UsageEvent) -> Flag | None:
         """A Flag for a withdraw/transfer from a network new to the key."""
-        key_id = event.key_id
-        if not event.authenticated or key_id is None:
+        found = _key_and_network(self.history, event)
+        if found is None:
             return None
+        key_id, network = found
         history = self.history
-        network = history.network_of(event.client_ip)
-        if network is None:
-            return None
         tripped = (
             event.path in SENSITIVE_PATHS
             and history.has_history(key_id)

@@ -121,15 +121,8 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        decision = self._counted(await self._hit(bucket, rate, now_ms, write=policy.write), now_ms)
-        signals = self.signals
-        if (
-            signals is not None
-            and decision is not None
-            and (decision.limit - decision.remaining) * 10_000 >= signals.rate_bp * decision.limit
-        ):
-            signals.mark_hot(bucket, caller.key, now_ms)
-        return decision
+        decision = await self._hit(bucket, rate, now_ms, write=policy.write)
+        return self._counted(decision, now_ms, bucket, caller)
 
     def check_key_now(
         self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int
@@ -141,15 +134,7 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        decision = self._counted(self._decide_now(bucket, rate, now_ms), now_ms)
-        signals = self.signals
-        if (
-            signals is not None
-            and decision is not None
-            and (decision.limit - decision.remaining) * 10_000 >= signals.rate_bp * decision.limit
-        ):
-            signals.mark_hot(bucket, caller.key, now_ms)
-        return decision
+        return self._counted(self._decide_now(bucket, rate, now_ms), now_ms, bucket, caller)
 
     async def check_quota(
         self, caller: AuthContext, policy: RoutePolicy, now_ms: int
@@ -185,7 +170,11 @@ class RequestLimits:
             self.signals.quota_used(caller.key, decision.used, quota, now_ms, day)
         return decision
 
-    def _counted(self, decision: Decision | None, now_ms: int) -> Decision | None:
+    def _counted(
+        self, decision: Decision | None, now_ms: int, bucket: str, caller: AuthContext
+    ) -> Decision | None:
+        """Count the decision; raise RateLimitedError when refused; mark the bucket hot for the
+        rate alert when it used at least the alert fraction of its budget."""
         if decision is None:
             return None
         if not decision.allowed:
@@ -193,6 +182,12 @@ class RequestLimits:
             reset = max(decision.reset_at_ms, now_ms + MIN_RESET_AHEAD_MS)
             raise RateLimitedError(reset_at_ms=reset, limit=decision.limit)
         self.decisions["allowed"] += 1
+        signals = self.signals
+        if (
+            signals is not None
+            and (decision.limit - decision.remaining) * 10_000 >= signals.rate_bp * decision.limit
+        ):
+            signals.mark_hot(bucket, caller.key, now_ms)
         return decision
 
     async def _hit(self, bucket: str, rate: Rate, now_ms: int, *, write: bool) -> Decision | None:
