@@ -173,6 +173,19 @@ class TestFailedSignatureBurst:
         assert "may have leaked" in tripped[0].reason
         assert tripped[0].details["client_ip"] == "198.51.100.4"
 
+    def test_other_nodes_failures_complete_a_burst_without_a_new_one_here(self) -> None:
+        """12 failures here, 8 logged by other nodes (elsewhere): the re-check trips the rule
+        once, with no further failure on this node; keys out of the window are forgotten."""
+        rule = FailedSignatureBurst()
+        assert all(rule.observe(event(T0 + i, ret_code=10004)) is None for i in range(12))
+        assert rule.waiting(T0 + 20) == ["KEYAAAAAAAAAAAAAAA"]
+        assert rule.recheck(T0 + 20) == []
+        rule.elsewhere["KEYAAAAAAAAAAAAAAA"] = 8
+        [flag] = rule.recheck(T0 + 30)
+        assert flag.details["failures"] == 20
+        assert rule.recheck(T0 + 40) == []  # once per window
+        assert rule.waiting(T0 + 70_000) == []
+
     def test_stale_timestamps_count_and_it_rearms_after_the_window(self) -> None:
         rule = FailedSignatureBurst(threshold=3, window_ms=10_000)
         codes = [10002, 10004, 10002]

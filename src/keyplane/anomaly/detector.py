@@ -69,7 +69,7 @@ class AnomalyDetector:
             flag = rule.observe(event)
             if flag is not None:
                 found.append(flag)
-                self.flags[(flag.rule, flag.response.value)] += 1
+        self.counted(found)
         if event.authenticated and event.key_id is not None:
             for history in self.histories:
                 network = history.network_of(event.client_ip)
@@ -78,6 +78,12 @@ class AnomalyDetector:
         if len(found) > 1:
             found.sort(key=_severity)
         return found
+
+    def counted(self, flags: list[Flag]) -> list[Flag]:
+        """flags, counted in `flags` by (rule, response) (for flags raised outside observe())."""
+        for flag in flags:
+            self.flags[(flag.rule, flag.response.value)] += 1
+        return flags
 
 
 #: flags sort most severe first.

@@ -70,6 +70,8 @@ __all__ = [
 
 log = structlog.get_logger("keyplane.anomaly")
 
+#: ms between re-checks of failed-signature bursts that have not tripped (other nodes' share).
+_RECHECK_MS = 250
 #: audit action of every flag.
 FLAG_ACTION = "anomaly.flag"
 
@@ -201,6 +203,7 @@ class AnomalyGuard:
         self._queue: deque[UsageEvent | UsageFields] = deque()
         self._pending: deque[_Pending] = deque()
         self._wake: anyio.Event | None = None
+        self._rechecked_ms = 0
 
     def __repr__(self) -> str:
         return f"AnomalyGuard(rules={[r.name for r in self.detector.rules]}, depth={self.depth})"
@@ -256,14 +259,22 @@ class AnomalyGuard:
         events = [e if isinstance(e, UsageEvent) else UsageEvent(*e) for e in _drain(queue)]
         if events and self.detector.histories:
             await self._load_histories(events)
-        if events and self._burst is not None and self.usage_node_id is not None:
-            await self._load_failures(events, self._burst, self.usage_node_id)
+        burst, node_id = self._burst, self.usage_node_id
+        recheck = False
+        if burst is not None and node_id is not None:
+            now = self.clock.now_ms()
+            recheck = now - self._rechecked_ms >= _RECHECK_MS
+            if recheck:
+                self._rechecked_ms = now
+            await self._load_failures(events, burst, node_id, waiting=recheck)
         detector = self.detector
-        for event in events:
-            for flag in detector.observe(event):
-                self._pending.append(_Pending(flag))
-                if flag.response is Response.SUSPEND:
-                    self.cache.hold(flag.api_key)  # this node refuses the key from now on
+        flags = [flag for event in events for flag in detector.observe(event)]
+        if recheck and burst is not None:  # bursts completed by other nodes' rows
+            flags += detector.counted(burst.recheck(self.clock.now_ms()))
+        for flag in flags:
+            self._pending.append(_Pending(flag))
+            if flag.response is Response.SUSPEND:
+                self.cache.hold(flag.api_key)  # this node refuses the key from now on
         if self.detector.histories:
             await self._write_histories()
         if not self._pending:
@@ -293,11 +304,20 @@ class AnomalyGuard:
             history.merge(loaded)
 
     async def _load_failures(
-        self, events: Sequence[UsageEvent], rule: FailedSignatureBurst, node_id: str
+        self,
+        events: Sequence[UsageEvent],
+        rule: FailedSignatureBurst,
+        node_id: str,
+        *,
+        waiting: bool,
     ) -> None:
-        """Read what other nodes logged of failed proofs for the keys failing here (one query)."""
+        """Read what other nodes logged of failed proofs (one query) for the keys failing in
+        events and, with waiting, for the keys whose burst has not tripped yet (other nodes'
+        rows reach the usage log up to a flush interval after their requests)."""
         failures = rule.FAILURES
         keys = {e.api_key for e in events if e.key_id is not None and e.ret_code in failures}
+        if waiting:
+            keys.update(rule.waiting(self.clock.now_ms()))
         if not keys:
             return
         try:

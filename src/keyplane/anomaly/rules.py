@@ -290,6 +290,7 @@ class FailedSignatureBurst:
         self.threshold, self.window_ms = threshold, window_ms
         self._failures: dict[str, deque[int]] = {}
         self._flagged_until: dict[str, int] = {}
+        self._last: dict[str, UsageEvent] = {}  # latest failure per key (for a re-check's flag)
         self.elsewhere: dict[str, int] = {}
 
     def observe(self, event: UsageEvent) -> Flag | None:
@@ -298,12 +299,44 @@ class FailedSignatureBurst:
             return None
         times = self._failures.setdefault(event.api_key, deque())
         times.append(event.at_ms)
-        while times and times[0] <= event.at_ms - self.window_ms:
+        self._last[event.api_key] = event
+        return self._judge(event.api_key, event.at_ms)
+
+    def waiting(self, now_ms: int) -> list[str]:
+        """Api keys with failures inside the window that have not tripped the rule: the ones
+        whose count other nodes may still complete (their rows reach the usage log up to a
+        flush interval later). Keys whose failures all left the window are forgotten."""
+        found = []
+        for api_key, times in list(self._failures.items()):
+            while times and times[0] <= now_ms - self.window_ms:
+                times.popleft()
+            if not times:
+                del self._failures[api_key]
+                self._last.pop(api_key, None)
+                self.elsewhere.pop(api_key, None)
+            elif now_ms >= self._flagged_until.get(api_key, 0):
+                found.append(api_key)
+        return found
+
+    def recheck(self, now_ms: int) -> list[Flag]:
+        """Flags for waiting keys that reach threshold with what other nodes saw (elsewhere),
+        without a new failure here."""
+        flags = []
+        for api_key in self.waiting(now_ms):
+            flag = self._judge(api_key, now_ms)
+            if flag is not None:
+                flags.append(flag)
+        return flags
+
+    def _judge(self, api_key: str, now_ms: int) -> Flag | None:
+        times = self._failures[api_key]
+        while times and times[0] <= now_ms - self.window_ms:
             times.popleft()
-        failures = len(times) + self.elsewhere.get(event.api_key, 0)
-        if failures < self.threshold or event.at_ms < self._flagged_until.get(event.api_key, 0):
+        failures = len(times) + self.elsewhere.get(api_key, 0)
+        if failures < self.threshold or now_ms < self._flagged_until.get(api_key, 0):
             return None
-        self._flagged_until[event.api_key] = event.at_ms + self.window_ms
+        self._flagged_until[api_key] = now_ms + self.window_ms
+        event = self._last[api_key]
         return _flag(
             self,
             event,
