@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/auth_overhead.py --limiter redis
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/revocation.py
+	$(BIN)/python bench/usage_ingest.py
+	$(BIN)/python bench/suspension.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
