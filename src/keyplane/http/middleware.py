@@ -39,6 +39,7 @@ from keyplane.http.usage import LastUsedRecorder, UsageSink, ret_code_of
 from keyplane.policy import find_route
 from keyplane.ratelimit import Decision
 from keyplane.replay import http_ttl_ms
+from keyplane.store.memory import MAX_API_KEY_LENGTH
 
 __all__ = ["AuthMiddleware", "client_ip_of"]
 
@@ -51,8 +52,6 @@ _USAGE_SCOPE_KEY = "keyplane.usage"
 #: retCodes of refusals at or before the signature check (the caller is not known to hold the
 #: secret): usage rows with authenticated=False.
 _UNVERIFIED = frozenset({10001, 10002, 10003, 10004})
-#: api_key column width of the usage log.
-_MAX_API_KEY = 64
 
 
 class _UsageFacts:
@@ -61,7 +60,7 @@ class _UsageFacts:
     __slots__ = ("api_key", "at_ms", "authenticated", "client_ip", "key_id", "request_bytes", "uid")
 
     def __init__(self, api_key: str, request_bytes: int, client_ip: str) -> None:
-        self.api_key = api_key[:_MAX_API_KEY]
+        self.api_key = api_key[:MAX_API_KEY_LENGTH]
         self.request_bytes = request_bytes
         self.client_ip = client_ip
         self.key_id: int | None = None
