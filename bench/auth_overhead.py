@@ -28,8 +28,6 @@ import argparse
 import contextlib
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +51,8 @@ from common import (
     scrape,
     signed_headers,
     spread,
+    start_bench_app,
     stop_process,
-    wait_until_up,
 )
 
 from keyplane.keys import KeyEncryptionKey
@@ -74,23 +72,6 @@ class RoundTrips:
     all_commands_per_request: float
     keyplane_per_decision: float
     decisions_per_request: float
-
-
-def start_app(
-    mode: str, port: int, db: str, key: BenchKey, env: dict[str, str], redis_url: str | None
-) -> subprocess.Popen[bytes]:
-    """bench/apps.py --mode <mode> on port, ready (GET /healthz answers)."""
-    argv = [sys.executable, str(Path(__file__).with_name("apps.py")), "--mode", mode]
-    argv += ["--port", str(port), "--db", db, "--api-key", key.api_key]
-    if redis_url is not None:
-        argv += ["--redis", redis_url]
-    proc = subprocess.Popen(argv, env=env)
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
-    except BaseException:
-        stop_process(proc)
-        raise
-    return proc
 
 
 def measure_round_trips(
@@ -154,7 +135,7 @@ def main() -> None:
             stack.callback(counter.close)
         ports = {"auth": free_port(), "noauth": free_port()}
         for mode, port in ports.items():
-            proc = start_app(mode, port, db, key, env, redis_url if mode == "auth" else None)
+            proc = start_bench_app(mode, port, db, key, env, redis_url if mode == "auth" else None)
             stack.callback(stop_process, proc)
         urls = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
         print(

@@ -61,6 +61,7 @@ __all__ = [
     "signed_headers",
     "signed_http_headers",
     "spread",
+    "start_bench_app",
     "start_wrk",
     "stop_process",
     "wait_until_up",
@@ -229,6 +230,32 @@ def stop_process(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=timeout_s)
+
+
+def start_bench_app(
+    mode: str,
+    port: int,
+    db: str,
+    key: BenchKey,
+    env: dict[str, str],
+    redis_url: str | None = None,
+    flags: Sequence[str] = (),
+) -> subprocess.Popen[bytes]:
+    """bench/apps.py --mode <mode> [flags] on port, ready (GET /healthz answers).
+
+    flags: extra apps.py options, e.g. ("--usage-log",).
+    """
+    argv = [sys.executable, str(Path(__file__).with_name("apps.py")), "--mode", mode]
+    argv += ["--port", str(port), "--db", db, "--api-key", key.api_key, *flags]
+    if redis_url is not None:
+        argv += ["--redis", redis_url]
+    proc = subprocess.Popen(argv, env=env)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
 
 
 def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:

@@ -174,8 +174,7 @@ def main() -> None:
                 print(
                     f"suspensions {i - PROGRESS_EVERY + 1:3d}-{i:3d}: "
                     + "   ".join(
-                        f"{n}: p50 {ms(statistics.median(lags[n][-PROGRESS_EVERY:]))}"
-                        for n in "AB"
+                        f"{n}: p50 {ms(statistics.median(lags[n][-PROGRESS_EVERY:]))}" for n in "AB"
                     ),
                     flush=True,
                 )

@@ -110,6 +110,36 @@ class TestUsageLog:
         ]
         assert store.usage_summary(api_key="nobody") == []
 
+    def test_texts_with_copy_specials_come_back_as_sent(self, store: Store) -> None:
+        """Tabs, newlines, carriage returns, backslashes and a literal \\N in the texts (an api
+        key is whatever the client sent) are stored unchanged, whether the batch was prepared
+        in pieces (prepare_usage onto an earlier result, as the usage writer does) or not."""
+        odd_keys = ["tab\there", "new\nline", "cr\rhere", "back\\slash", "\\N", "ключ€"]
+        rows = [
+            usage(f"odd-{i}", api_key=k, client_ip="10.0.0.1\\x") for i, k in enumerate(odd_keys)
+        ]
+        prepared = store.prepare_usage(rows[:3])
+        prepared = store.prepare_usage(rows[3:], onto=prepared)
+        assert list(prepared) == rows
+        assert store.append_usage(prepared) == len(rows)
+        refused = usage("odd-null", api_key="\\N", key_id=None, uid=None, path="/v5/\tx")
+        assert store.append_usage([refused._replace(ret_code=10003, authenticated=False)]) == 1
+        for k in odd_keys:
+            assert store.count_usage(api_key=k, since_ms=T0) == 1, k
+        groups = {r.group: r.requests for r in store.usage_summary()}
+        assert groups == {"GET /v5/account/wallet-balance": 6, "GET /v5/\tx": 1}
+
+    def test_a_nul_character_does_not_sink_the_batch(
+        self, store: Store, db_url: str | None
+    ) -> None:
+        """PostgreSQL text cannot hold NUL: the NUL is dropped and the row stored with the rest
+        of its batch (a batch that failed would be spilled and replayed forever)."""
+        if db_url is None or not db_url.startswith("postgresql"):
+            pytest.skip("only PostgreSQL text refuses NUL")
+        rows = [usage("nul-1", api_key="nul\x00key"), usage("nul-2")]
+        assert store.append_usage(rows) == 2
+        assert store.count_usage(api_key="nulkey", since_ms=T0) == 1
+
     def test_unknown_grouping_is_refused(self, store: Store) -> None:
         """Only endpoint and status are groupings."""
         with pytest.raises(ValueError, match="endpoint or status"):

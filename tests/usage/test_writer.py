@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,16 @@ class FlakyStore:
         self.inner = inner
         self.down = False
         self.calls = 0
+        self.delay_s = 0.0  # a slow database: each usage write takes this long
+
+    def prepare_usage(
+        self, rows: Sequence[UsageEvent], *, onto: Sequence[UsageEvent] | None = None
+    ) -> Sequence[UsageEvent]:
+        return self.inner.prepare_usage(rows, onto=onto)
 
     def append_usage(self, rows: Sequence[UsageEvent]) -> int:
         self.calls += 1
+        time.sleep(self.delay_s)
         if self.down:
             raise ConnectionError("database unreachable")
         return self.inner.append_usage(rows)
@@ -179,6 +187,35 @@ class TestUsageWriter:
 
         anyio.run(main)
         assert stored(store, api_key) == 25
+
+    def test_shutdown_in_the_middle_of_a_flush_loses_nothing(
+        self, store: SqlStore, key: tuple[str, int], tmp_path: Path
+    ) -> None:
+        """run() cancelled while its batches are being taken, prepared and written (a slow
+        database): every row it took is still written, the rest by drain(), none twice."""
+        api_key, key_id = key
+        slow = FlakyStore(store)
+        slow.delay_s = 0.05
+        writer = UsageWriter(  # type: ignore[arg-type]
+            slow, spill_path=tmp_path / "spill.jsonl", flush_ms=20, batch_rows=700
+        )
+        for i in range(3000):
+            writer.emit(event(api_key, key_id, T0 + i))
+
+        async def main() -> None:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(writer.run)
+                await anyio.sleep(0.08)  # the first flush is writing its first batches
+                assert 0 < writer.depth < 3000
+                tasks.cancel_scope.cancel()
+            await writer.drain()
+
+        anyio.run(main)
+        assert stored(store, api_key) == 3000
+        assert writer.stats() == (0, 3000, 0, 0, 0)
+        found = store.find_key(api_key)
+        assert found is not None
+        assert found.last_used_at_ms == T0 + 2999
 
     def test_shutdown_during_an_outage_spills_the_queue(
         self, store: SqlStore, key: tuple[str, int], tmp_path: Path

@@ -321,6 +321,14 @@ class MemoryStore:
         self._audit.extend(stored)
         return stored
 
+    def prepare_usage(
+        self, rows: Sequence[UsageEvent], *, onto: Sequence[UsageEvent] | None = None
+    ) -> Sequence[UsageEvent]:
+        """The rows as they are (nothing to encode in memory), after onto's; raises ValueError
+        on an empty row_id."""
+        check_usage_rows(rows)
+        return [*onto, *rows] if onto else list(rows)
+
     def append_usage(self, rows: Sequence[UsageEvent]) -> int:
         """Store rows whose row_id is new; returns how many. Raises ValueError on an empty
         row_id (then nothing is stored)."""

@@ -191,8 +191,21 @@ class Store(Protocol):
         """
         ...
 
+    def prepare_usage(
+        self, rows: Sequence[UsageEvent], *, onto: Sequence[UsageEvent] | None = None
+    ) -> Sequence[UsageEvent]:
+        """The rows in the form append_usage sends fastest (same rows, same order), with the
+        per-row work done now and no I/O: the usage writer calls it on the event loop, a
+        thousand rows at a time, so the thread that runs append_usage only waits on the
+        database and seldom needs the GIL. onto: an earlier result to extend (it may be
+        extended in place), so one batch can be prepared in pieces. Raises ValueError for a
+        row with an empty row_id.
+        """
+        ...
+
     def append_usage(self, rows: Sequence[UsageEvent]) -> int:
-        """Store usage rows in one transaction; returns how many were new.
+        """Store usage rows (as given, or as prepare_usage returned them) in one transaction;
+        returns how many were new.
 
         Rows whose row_id is already stored are skipped (a replayed spill file is idempotent).
         Does not bump the revision. Raises ValueError for a row with an empty row_id.

@@ -75,6 +75,7 @@ from keyplane.store.schema import (
     upstream_credentials,
     usage_log,
 )
+from keyplane.store.usage_copy import PreparedUsage, fit_usage_row
 from keyplane.usage.model import KeyNetwork, UsageBy, UsageEvent, UsageSummaryRow
 
 #: PostgreSQL LISTEN/NOTIFY channel carrying "<schema>:<revision>:<sent wall ms>" after writes.
@@ -570,42 +571,62 @@ class SqlStore:
             _append_audit(conn, audit)
         return PurgeResult(purged_rows, keys, checkpoint)
 
+    def prepare_usage(
+        self, rows: Sequence[UsageEvent], *, onto: Sequence[UsageEvent] | None = None
+    ) -> Sequence[UsageEvent]:
+        """The rows ready for append_usage, no I/O (see Store.prepare_usage). PostgreSQL: a
+        PreparedUsage carrying the rows' COPY text (keyplane.store.usage_copy). SQLite: a list
+        of the rows with texts cut to their columns. Raises ValueError on an empty row_id."""
+        check_usage_rows(rows)
+        if self._engine.dialect.name == "postgresql":
+            prepared = onto if isinstance(onto, PreparedUsage) else PreparedUsage()
+            if onto is not None and onto is not prepared:
+                prepared.add(onto)
+            prepared.add(rows)
+            return prepared
+        fitted = onto if isinstance(onto, list) else list(onto or ())
+        fitted.extend(fit_usage_row(r) for r in rows)
+        return fitted
+
     def append_usage(self, rows: Sequence[UsageEvent]) -> int:
         """Insert rows in one transaction, skipping row_ids already stored; returns how many
         were new. No revision bump, no revision lock (usage writes never wait on key changes).
 
-        PostgreSQL: one COPY straight into usage_log (several times faster than INSERT); when
-        a row_id of the batch is already there (a spill page replayed after a partial write),
-        the batch is COPYed into a temporary table and moved with INSERT ... SELECT ... ON
-        CONFLICT (row_id) DO NOTHING instead. SQLite: one executemany of INSERT ... ON
-        CONFLICT DO NOTHING (sqlite3's C loop).
+        rows: UsageEvents, or what prepare_usage made of them (then nothing is encoded here).
+        PostgreSQL: one COPY of the rows' COPY text straight into usage_log (several times
+        faster than INSERT); when a row_id of the batch is already there (a spill page replayed
+        after a partial write), the batch is COPYed into a temporary table and moved with
+        INSERT ... SELECT ... ON CONFLICT (row_id) DO NOTHING instead. SQLite: one executemany
+        of INSERT ... ON CONFLICT DO NOTHING (sqlite3's C loop). Texts longer than their
+        columns are cut (api_key 64, method 8, path 255, client_ip 64 characters).
         Raises ValueError on an empty row_id, and the driver's error
         (sqlalchemy.exc.OperationalError, psycopg.OperationalError, ...) when the database fails.
         """
-        check_usage_rows(rows)
+        if not isinstance(rows, PreparedUsage):
+            rows = self.prepare_usage(rows)
         if not rows:
             return 0
-        params = [_usage_params(r) for r in rows]
-        if self._engine.dialect.name == "postgresql":
-            return self._copy_usage(params)
+        if isinstance(rows, PreparedUsage):
+            return self._copy_usage(rows.copy_chunks, len(rows))
         sql = _USAGE_INSERT.format(values=", ".join(["?"] * len(_USAGE_COLUMNS)))
         with self._writer.begin() as conn:
-            result = conn.exec_driver_sql(sql, params)
+            result = conn.exec_driver_sql(sql, rows)
             return max(int(result.rowcount), 0)
 
-    def _copy_usage(self, params: Sequence[tuple[Any, ...]]) -> int:
-        """PostgreSQL COPY of usage rows (see append_usage); returns rows new to usage_log."""
+    def _copy_usage(self, copy_text: Sequence[bytes], count: int) -> int:
+        """PostgreSQL COPY of count usage rows (see append_usage); returns rows new to
+        usage_log."""
         import psycopg.errors  # the PostgreSQL driver; only imported on PostgreSQL
 
         try:
             with self._writer.begin() as conn:
-                _copy_rows(conn, _USAGE_COPY, params)
-            return len(params)
+                _copy_text(conn, _USAGE_COPY, copy_text)
+            return count
         except psycopg.errors.UniqueViolation:
             pass  # a row_id already stored: deduplicate through the staging table
         with self._writer.begin() as conn:
             conn.exec_driver_sql(_USAGE_STAGE_CREATE)
-            _copy_rows(conn, _USAGE_STAGE_COPY, params)
+            _copy_text(conn, _USAGE_STAGE_COPY, copy_text)
             result = conn.exec_driver_sql(_USAGE_STAGE_MOVE)
             return max(int(result.rowcount), 0)
 
@@ -997,32 +1018,14 @@ _USAGE_STAGE_MOVE = (
 )
 
 
-def _copy_rows(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY rows (tuples in column order) FROM STDIN through the psycopg connection under conn,
-    inside conn's transaction."""
+def _copy_text(conn: Connection, sql: str, chunks: Sequence[bytes]) -> None:
+    """COPY ... FROM STDIN of ready COPY text through the psycopg connection under conn, inside
+    conn's transaction (psycopg sends it in pieces, waiting with the GIL released)."""
     driver = conn.connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor, cursor.copy(sql) as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def _usage_params(row: UsageEvent) -> UsageEvent:
-    """The row as DBAPI parameters: itself, or (rarely) a copy with texts cut to their columns
-    (api_key 64, method 8, path 255, client_ip 64 characters)."""
-    if (
-        len(row.api_key) <= MAX_API_KEY_LENGTH
-        and len(row.client_ip) <= 64
-        and len(row.path) <= 255
-        and len(row.method) <= 8
-    ):
-        return row
-    return row._replace(
-        api_key=row.api_key[:MAX_API_KEY_LENGTH],
-        method=row.method[:8],
-        path=row.path[:255],
-        client_ip=row.client_ip[:64],
-    )
+        for chunk in chunks:
+            copy.write(chunk)
 
 
 def _forward(ms: int) -> ColumnElement[Any]:
