@@ -18,7 +18,8 @@ server side (INFO commandstats evalsha+eval calls and total_commands_processed d
 by the requests wrk completed) and keyplane's own /metrics
 (keyplane_ratelimit_backend_round_trips_total / keyplane_ratelimit_decisions_total{allowed}).
 
-Prints per-round requests/s and ratio, then medians, p50/p99 latency and the ratio summary.
+Prints per-round requests/s and ratio, then medians, p50/p99 latency, CPU per request (each
+node's process, and the redis-server) and the ratio summary.
 Needs wrk (Debian package `wrk`; `make bench` installs it) and, for redis, redis-server.
 """
 
@@ -39,6 +40,8 @@ from common import (
     BenchKey,
     Samples,
     WrkResult,
+    cpu_snapshot,
+    cpu_used,
     free_port,
     lift_budget,
     metric,
@@ -129,13 +132,16 @@ def main() -> None:
         lift_budget(service, key.api_key)
         service.store.close()
 
-        redis_url = stack.enter_context(private_redis(tmp)).url if args.limiter == "redis" else None
+        private = stack.enter_context(private_redis(tmp)) if args.limiter == "redis" else None
+        redis_url = private.url if private is not None else None
         counter = redis.Redis.from_url(redis_url) if redis_url is not None else None
         if counter is not None:
             stack.callback(counter.close)
         ports = {"auth": free_port(), "noauth": free_port()}
+        pids: dict[str, int] = {}
         for mode, port in ports.items():
             proc = start_bench_app(mode, port, db, key, env, redis_url if mode == "auth" else None)
+            pids[mode] = proc.pid
             stack.callback(stop_process, proc)
         urls = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
         print(
@@ -146,6 +152,9 @@ def main() -> None:
 
         results: dict[str, list[WrkResult]] = {"auth": [], "noauth": []}
         trips: list[RoundTrips] = []
+        # CPU per request (µs): each node's process, and the private redis-server
+        node_us: dict[str, list[float]] = {"auth": [], "noauth": []}
+        redis_us: dict[str, list[float]] = {"auth": [], "noauth": []}
         for rnd in range(args.rounds):
             order = ["auth", "noauth"] if rnd % 2 == 0 else ["noauth", "auth"]
             for mode in order:
@@ -153,7 +162,13 @@ def main() -> None:
                 before = None
                 if counter is not None and mode == "auth":
                     before = (redis_command_counts(counter), scrape(urls["auth"]))
+                watched = [pids[mode], *([private.pid] if private is not None else [])]
+                cpu_before = cpu_snapshot(watched)
                 run = run_wrk(url, signed_headers(key), args.seconds, args.connections)
+                _, per_pid = cpu_used(cpu_before, cpu_snapshot(watched), 1.0)
+                node_us[mode].append(per_pid.get(pids[mode], 0.0) / run.requests * 1e6)
+                if private is not None:
+                    redis_us[mode].append(per_pid.get(private.pid, 0.0) / run.requests * 1e6)
                 results[mode].append(run)
                 if counter is not None and before is not None:
                     trips.append(measure_round_trips(counter, urls["auth"], run, before))
@@ -177,7 +192,9 @@ def main() -> None:
         print(
             f"{mode:7s} median {statistics.median(r.rps for r in rows):8.0f} req/s   "
             f"p50 {statistics.median(r.p50_ms for r in rows):6.2f} ms   "
-            f"p99 {statistics.median(r.p99_ms for r in rows):6.2f} ms"
+            f"p99 {statistics.median(r.p99_ms for r in rows):6.2f} ms   "
+            f"CPU/request: node {statistics.median(node_us[mode]):5.1f} µs"
+            + (f", redis {statistics.median(redis_us[mode]):5.1f} µs" if redis_us[mode] else "")
         )
     target = 0.8 if args.limiter == "memory" else 0.6
     print(f"ratio auth({args.limiter} limiter)/noauth: median {spread(ratios)}; target >= {target}")

@@ -1,11 +1,15 @@
-"""Rate limiter shared by every node through Redis: one Lua script call per hit, and never more
-than one round trip per hit.
+"""Rate limiter shared by every node through Redis: one Lua script call per round trip, and never
+more than one round trip per hit.
 
 Hits that arrive while a round trip is in flight are coalesced: the next round trip sends them all
-as one pipeline (one write, one EVALSHA each, replies in order; not a transaction, each script
-call is atomic on its own). Under load one round trip carries many decisions, which is what makes
-the Redis path cheap for the node's event loop (redis-py's per-command cost is mostly fixed
-overhead: pool checkout, wake-ups, reply parsing; hiredis parses the replies).
+as ONE script call (EVALSHA with every bucket of the batch as a key), which decides them in
+arrival order and answers a flat array. Under load one round trip carries many decisions, which
+is what makes the Redis path cheap: redis-py's cost per command (pool checkout, packing, reply
+parsing, callbacks) is paid once per batch, and Redis runs one script instead of one per hit
+(measured, bench/auth_overhead.py --limiter redis: a pipeline of one EVALSHA per hit cost the
+node about 10 µs more per request). A whole batch is atomic, which is stronger than each bucket
+being atomic on its own. The keys of a batch are arbitrary, so this needs a single Redis (or a
+primary behind Sentinel), not Redis Cluster.
 
 Each bucket is one Redis string `<prefix><bucket>` holding its TAT (theoretical arrival time, ms
 since epoch) as a decimal string written with 17 significant digits, so the stored value reads
@@ -27,7 +31,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from keyplane.ratelimit.protocol import Decision, Rate
 
@@ -45,37 +49,49 @@ DEFAULT_RETRIES = 1
 #: most hits sent in one pipeline; more waiting hits go in the next round trip.
 MAX_BATCH = 256
 
-_Pending = tuple[str, tuple[int, int, int, int], int, "asyncio.Future[Decision]"]
+_Pending = tuple[str, tuple[int, int, int], int, "asyncio.Future[Decision]"]
 
-# KEYS[1] bucket key; ARGV now_ms, limit, window_ms, grace_ms. Returns {allowed 0|1, remaining,
-# reset_at_ms}. Mirrors gcra() step by step; keep the two in sync (the contract suite checks).
+# KEYS: the batch's bucket keys, in order. ARGV[1] grace_ms, then for bucket i (1-based) now_ms,
+# limit, window_ms at ARGV[3i-1], ARGV[3i], ARGV[3i+1]. Returns {allowed 0|1, remaining,
+# reset_at_ms} per bucket, flattened, in order. Each step mirrors gcra() step by step; keep the
+# two in sync (the contract suite checks). A bucket named twice sees its own earlier step.
 _GCRA_LUA = """
-local now = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local grace = tonumber(ARGV[4])
-local interval = window / limit
-local tau = window - interval
+local grace = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS do
+  local base = 3 * i - 1
+  local now = tonumber(ARGV[base])
+  local limit = tonumber(ARGV[base + 1])
+  local window = tonumber(ARGV[base + 2])
+  local interval = window / limit
+  local tau = window - interval
 
-local stored = redis.call('GET', KEYS[1])
-local tat = nil
-if stored then
-  tat = tonumber(stored)
+  local stored = redis.call('GET', KEYS[i])
+  local tat = nil
+  if stored then
+    tat = tonumber(stored)
+  end
+  if tat == nil or tat < now then
+    tat = now
+  end
+  local allow_at = tat - tau - 0.001
+  if now < allow_at then
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+    out[#out + 1] = math.ceil(allow_at)
+  else
+    local new_tat = tat + interval
+    local remaining = math.floor((tau - (tat - now)) / interval + 1e-6)
+    remaining = math.max(0, math.min(limit - 1, remaining))
+    -- the TAT stops mattering once now >= new_tat (then max(tat, now) == now, as for no key)
+    local ttl = math.ceil(new_tat - now) + grace
+    redis.call('SET', KEYS[i], string.format('%.17g', new_tat), 'PX', ttl)
+    out[#out + 1] = 1
+    out[#out + 1] = remaining
+    out[#out + 1] = now
+  end
 end
-if tat == nil or tat < now then
-  tat = now
-end
-local allow_at = tat - tau - 0.001
-if now < allow_at then
-  return {0, 0, math.ceil(allow_at)}
-end
-local new_tat = tat + interval
-local remaining = math.floor((tau - (tat - now)) / interval + 1e-6)
-remaining = math.max(0, math.min(limit - 1, remaining))
--- the TAT stops mattering once now >= new_tat (then max(tat, now) == now, as for no key)
-local ttl = math.ceil(new_tat - now) + grace
-redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', ttl)
-return {1, remaining, now}
+return out
 """
 
 
@@ -143,7 +159,7 @@ class RedisRateLimiter:
             raise ValueError(f"rate needs limit >= 1 and window_ms >= 1, got {rate}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Decision] = loop.create_future()
-        args = (int(now_ms), rate.limit, rate.window_ms, self._grace_ms)
+        args = (int(now_ms), rate.limit, rate.window_ms)
         self._pending.append((self._prefix + bucket, args, rate.limit, future))
         self.hits += 1
         if self._flusher is None or self._flusher.done():
@@ -156,46 +172,34 @@ class RedisRateLimiter:
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
             try:
-                replies = await self._send(batch)
+                reply = await self._send(batch)
             except asyncio.CancelledError:  # close(): nobody will answer these
                 _fail(batch, ConnectionError("rate limiter closed"))
                 raise
             except Exception as exc:  # every hit of the batch fails the same way
                 _fail(batch, exc)
                 continue
-            for (_, _, limit, future), reply in zip(batch, replies, strict=True):
-                if future.done():  # the request went away meanwhile
-                    continue
-                if isinstance(reply, Exception):
-                    future.set_exception(reply)
-                else:
-                    allowed, remaining, reset_at_ms = (int(v) for v in reply)
-                    future.set_result(Decision(bool(allowed), limit, remaining, reset_at_ms))
+            for i, (_, _, limit, future) in enumerate(batch):
+                if not future.done():  # else the request went away meanwhile
+                    allowed, remaining, reset_at_ms = reply[3 * i : 3 * i + 3]
+                    future.set_result(Decision(allowed == 1, limit, remaining, reset_at_ms))
 
-    async def _send(self, batch: list[_Pending]) -> list[Any]:
-        """One round trip of EVALSHA calls (one more of EVAL for any NOSCRIPT answers)."""
+    async def _send(self, batch: list[_Pending]) -> list[int]:
+        """One round trip: one EVALSHA for the whole batch (one more, EVAL, when Redis has
+        lost the script). Returns the flat reply, three integers per hit."""
         self.round_trips += 1
-        if len(batch) == 1:
-            key, args, _, _ = batch[0]
-            try:
-                return [await self._client.evalsha(self._script.sha, 1, key, *args)]
-            except NoScriptError:
-                self.round_trips += 1
-                return [await self._client.eval(_GCRA_LUA, 1, key, *args)]
-        pipe = self._client.pipeline(transaction=False)
-        for key, args, _, _ in batch:
-            pipe.evalsha(self._script.sha, 1, key, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
+        keys = [key for key, _, _, _ in batch]
+        args: list[int] = [self._grace_ms]
+        for _, hit_args, _, _ in batch:
+            args += hit_args
+        try:
+            reply = await self._client.evalsha(self._script.sha, len(keys), *keys, *args)
+        except NoScriptError:
             self.round_trips += 1
-            retry = self._client.pipeline(transaction=False)
-            for i in missing:
-                key, args, _, _ = batch[i]
-                retry.eval(_GCRA_LUA, 1, key, *args)
-            for i, reply in zip(missing, await retry.execute(raise_on_error=False), strict=True):
-                replies[i] = reply
-        return replies
+            reply = await self._client.eval(_GCRA_LUA, len(keys), *keys, *args)
+        if not isinstance(reply, list) or len(reply) != 3 * len(batch):
+            raise ResponseError(f"unexpected rate limiter script reply: {reply!r:.80}")
+        return [int(v) for v in reply]
 
     async def ping(self) -> None:
         """PING Redis; raises RedisError when it does not answer."""
