@@ -157,7 +157,8 @@ def main() -> None:
             print(
                 f"  offered {result['offered_rate']:,.0f} rows/s, written "
                 f"{result['written_rate']:,.0f} rows/s (emit start -> last row written; "
-                f"{result['written_while_emitting']:,.0f} rows/s while emitting), max queue depth {result['max_depth']:,.0f}, queue empty "
+                f"{result['written_while_emitting']:,.0f} rows/s while emitting), "
+                f"max queue depth {result['max_depth']:,.0f}, queue empty "
                 f"{result['lag_s'] * 1000:.0f} ms after the last emit"
             )
             print(f"  rows emitted {result['emitted']:,.0f}, rows in usage_log {counted:,}")
