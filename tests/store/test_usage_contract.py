@@ -140,6 +140,18 @@ class TestUsageLog:
         assert store.append_usage(rows) == 2
         assert store.count_usage(api_key="nulkey", since_ms=T0) == 1
 
+    def test_sql_stores_cut_texts_to_their_columns(self, store: Store, db_url: str | None) -> None:
+        """An api key longer than its 64-character column is stored cut, not refused (the
+        whole batch would fail); so are method, path and client IP."""
+        if db_url is None:
+            pytest.skip("the memory store has no column widths")
+        long_key, long_ip = "K" * 70, "1" * 70
+        row = usage("long-1", api_key=long_key, client_ip=long_ip, path="/v5/" + "p" * 300)
+        assert store.append_usage([row, usage("long-2")]) == 2
+        assert store.count_usage(api_key=long_key[:64], since_ms=T0) == 1
+        groups = {r.group for r in store.usage_summary()}
+        assert "GET /v5/" + "p" * 251 in groups
+
     def test_unknown_grouping_is_refused(self, store: Store) -> None:
         """Only endpoint and status are groupings."""
         with pytest.raises(ValueError, match="endpoint or status"):
