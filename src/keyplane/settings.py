@@ -34,6 +34,14 @@ class Settings(BaseSettings):
         memory (one node).
     ws_max_connections_per_key: authenticated WebSocket connections (/v5/private, /v5/trade)
         one api key may hold at once (KEYPLANE_WS_MAX_CONNECTIONS_PER_KEY); beyond it auth fails.
+    ws_auth_timeout_s: float, seconds a /v5/private or /v5/trade connection may stay open
+        without a successful auth frame (KEYPLANE_WS_AUTH_TIMEOUT_S, default 30); then it gets
+        a failure reply for op "auth" and is closed (1008). Bybit documents no deadline of its
+        own for unauthenticated private connections, only that an idle one is cut after
+        10 minutes and that the shortest `max_active_time` it accepts is 30 s (Bybit V5
+        "WebSocket Connect"). 30 s is that floor: pybit authenticates as the socket opens and
+        ccxt on its first private watch, well inside it, while a connection that never
+        authenticates would otherwise hold a socket and a task until the client leaves.
     upstream_url: base URL (KEYPLANE_UPSTREAM_URL); when set, keyplane is a gateway: every
         policy route outside /v5/user/* is forwarded there after keyplane's own checks.
     upstream_kind: "generic" (trusted X-Keyplane-* identity headers) or "bybit" (re-signed
@@ -86,6 +94,7 @@ class Settings(BaseSettings):
     ratelimit_fail_open_writes: bool = False
     redis_url: SecretStr | None = None
     ws_max_connections_per_key: int = Field(default=20, gt=0)
+    ws_auth_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     upstream_url: str | None = None
     upstream_kind: Literal["generic", "bybit"] = "generic"
     upstream_timeout_s: float = Field(default=10.0, gt=0, le=300)

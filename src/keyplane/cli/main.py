@@ -195,6 +195,14 @@ def serve(
             "(KEYPLANE_IP_BAN_SECONDS).",
         ),
     ] = None,
+    ws_auth_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--ws-auth-timeout",
+            help="Seconds a /v5/private or /v5/trade connection may stay open without a "
+            "successful auth before it is closed (KEYPLANE_WS_AUTH_TIMEOUT_S; default 30).",
+        ),
+    ] = None,
     upstream: Annotated[
         str | None,
         typer.Option(
@@ -334,6 +342,7 @@ def serve(
         ("redis_url", redis),
         ("ip_limit", ip_limit),
         ("ip_ban_seconds", ip_ban_seconds),
+        ("ws_auth_timeout_s", ws_auth_timeout),
         ("upstream_url", upstream),
         ("upstream_kind", upstream_kind),
         ("upstream_timeout_s", upstream_timeout),

@@ -325,6 +325,7 @@ def create_app(
         trusted_proxies=settings.trusted_proxies,
         max_connections_per_key=settings.ws_max_connections_per_key,
         replay=replay,
+        auth_timeout_s=settings.ws_auth_timeout_s,
     )
     app.state.venue.events.add_listener(ws_hub.on_venue_events)
     cache.add_invalidation_listener(ws_hub.on_invalidated)

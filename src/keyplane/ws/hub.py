@@ -123,7 +123,10 @@ class WsHub:
     trusted_proxies: IPs/CIDRs whose X-Forwarded-For is believed (as for REST);
     max_connections_per_key: authenticated connections one api key may hold at once;
     replay: the app's ReplayGuard (keys with replay_guard on: a repeated auth signature before
-    its `expires` is refused with 10014; in-memory when not given)."""
+    its `expires` is refused with 10014; in-memory when not given);
+    auth_timeout_s: seconds a connection may stay open without a successful auth before it is
+    told so and closed (settings.ws_auth_timeout_s; the endpoints in keyplane.ws.routes run
+    the timer)."""
 
     def __init__(
         self,
@@ -133,12 +136,14 @@ class WsHub:
         trusted_proxies: Sequence[str] = (),
         max_connections_per_key: int = 20,
         replay: ReplayGuard | None = None,
+        auth_timeout_s: float = 30.0,
     ) -> None:
         self.cache = cache
         self.clock = clock
         self.trusted = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
         self.max_connections_per_key = max_connections_per_key
         self.replay = replay if replay is not None else ReplayGuard()
+        self.auth_timeout_s = auth_timeout_s
         self._connections: dict[str, Connection] = {}
         self._by_uid: dict[int, set[Connection]] = defaultdict(set)
         self._by_key: dict[str, set[Connection]] = defaultdict(set)

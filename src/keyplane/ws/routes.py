@@ -3,7 +3,9 @@
 Both expect app.state.ws_hub (WsHub), app.state.clock, and for /v5/trade also app.state.limits
 (keyplane.http.limits.RequestLimits), app.state.cache and app.state.venue. Every client frame
 gets a Bybit-shaped reply; a malformed frame or a fault answers a failure reply, never a
-traceback, and the connection stays usable. Source of shapes: keyplane.ws.protocol.
+traceback, and the connection stays usable. A connection not authenticated within
+hub.auth_timeout_s seconds of opening (settings.ws_auth_timeout_s) gets a failure reply for op
+"auth" and is closed with code 1008. Source of shapes: keyplane.ws.protocol.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ async def _serve(
         async with anyio.create_task_group() as tasks:
             conn.scope = tasks.cancel_scope
             tasks.start_soon(conn.run_sender, websocket)
+            tasks.start_soon(_auth_deadline, hub, conn)
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -92,6 +95,28 @@ async def _serve(
         log.warning("websocket connection ended by an error", conn_id=conn.conn_id, exc_info=True)
     finally:
         hub.discard(conn)
+
+
+async def _auth_deadline(hub: WsHub, conn: Connection) -> None:
+    """After hub.auth_timeout_s seconds, close conn unless it has authenticated, first sending
+    the channel's failure reply for op "auth": /v5/private {"success": false, "ret_msg":
+    "error:auth timeout: ...", "op": "auth", "conn_id": ...}; /v5/trade {"retCode": 10007,
+    "retMsg": "error:auth timeout: ...", "op": "auth", "connId": ...}. Cancelled with the
+    connection. An auth still in flight at the deadline then fails as "connection is closing"."""
+    await anyio.sleep(hub.auth_timeout_s)
+    if conn.is_authed or conn.closed_because is not None:
+        return
+    ret_msg = (
+        f"error:auth timeout: no successful auth within {hub.auth_timeout_s:g} s of "
+        f"connecting; connection closed"
+    )
+    if conn.channel == "trade":
+        reply = _trade_failure(hub, conn, "auth", ret_msg, None, AuthenticationFailedError.ret_code)
+    else:
+        reply = failure("auth", conn.conn_id, ret_msg)
+    log.info("websocket closed: no auth in time", conn_id=conn.conn_id, channel=conn.channel)
+    conn.send(reply)
+    conn.close(f"auth timeout: not authenticated within {hub.auth_timeout_s:g} s")
 
 
 async def _one_frame(
