@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     upstream_kind: "generic" (trusted X-Keyplane-* identity headers) or "bybit" (re-signed
         with the stored upstream credentials) (KEYPLANE_UPSTREAM_KIND).
     upstream_timeout_s: float, seconds for each of connect/read/write/pool to the upstream.
+    gateway_max_response_bytes: int, bytes (KEYPLANE_GATEWAY_MAX_RESPONSE_BYTES, default
+        16 MiB); an upstream body longer than this (after content decoding) is not read further
+        and the client gets retCode 10016. Bybit pages its lists (at most 1000 items a page),
+        so its replies stay far below the default, which only stops a broken or hostile
+        upstream from filling the gateway's memory.
     audit_retention_days: int, days audit rows and revoked keys are kept before `keyplane
         maintenance purge` deletes them (KEYPLANE_AUDIT_RETENTION_DAYS).
     usage_log: bool, one usage row per request that names an api key (KEYPLANE_USAGE_LOG).
@@ -98,6 +103,7 @@ class Settings(BaseSettings):
     upstream_url: str | None = None
     upstream_kind: Literal["generic", "bybit"] = "generic"
     upstream_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    gateway_max_response_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     audit_retention_days: int = Field(default=90, ge=1)
     usage_log: bool = True
     usage_retention_days: int = Field(default=30, ge=1)

@@ -121,9 +121,11 @@ def gateway_on(
     *,
     kind: str = "generic",
     timeout_s: float = 5.0,
+    max_response_bytes: int | None = None,
     before_start: Callable[[SqlStore, KeyEncryptionKey], None] | None = None,
 ) -> Iterator[Gateway]:
-    """Start keyplane in gateway mode on a fresh SQLite database under tmp_path."""
+    """Start keyplane in gateway mode on a fresh SQLite database under tmp_path
+    (max_response_bytes None: the default cap)."""
     db_url = f"sqlite:///{tmp_path / 'gateway.db'}"
     kek = KeyEncryptionKey.generate()
     store = open_store(db_url)
@@ -133,7 +135,9 @@ def gateway_on(
     assert init.issued.secret is not None
     if before_start is not None:
         before_start(store, kek)
+    cap = {} if max_response_bytes is None else {"gateway_max_response_bytes": max_response_bytes}
     settings = Settings(
+        **cap,
         database_url=db_url,
         kek=kek.to_base64().reveal(),
         upstream_url=upstream_url,

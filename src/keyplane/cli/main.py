@@ -226,6 +226,14 @@ def serve(
             help="Seconds for each of connect/read to the upstream (KEYPLANE_UPSTREAM_TIMEOUT_S).",
         ),
     ] = None,
+    gateway_max_response_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--gateway-max-response-bytes",
+            help="Longest upstream body the gateway reads; longer ones answer retCode 10016 "
+            "(KEYPLANE_GATEWAY_MAX_RESPONSE_BYTES; default 16 MiB).",
+        ),
+    ] = None,
     usage_log: Annotated[
         bool | None,
         typer.Option(
@@ -346,6 +354,7 @@ def serve(
         ("upstream_url", upstream),
         ("upstream_kind", upstream_kind),
         ("upstream_timeout_s", upstream_timeout),
+        ("gateway_max_response_bytes", gateway_max_response_bytes),
         ("usage_log", usage_log),
         ("usage_spill_path", usage_spill_path),
         ("anomaly_detection", anomaly_detection),

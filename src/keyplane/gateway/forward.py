@@ -13,7 +13,9 @@ method, path (appended to the upstream URL's path), query string and body bytes:
 The upstream's status, body and headers come back (minus hop-by-hop; keyplane.gateway.headers),
 including its retCodes and X-Bapi-Limit* headers. Failures become a V5 envelope with retCode
 10016 (HTTP 200, keyplane.http.errors): upstream unreachable, timed out, answering a body that is
-not a JSON object with a 2xx/5xx status, or (bybit) no stored credentials. A 4xx answer passes
+not a JSON object with a 2xx/5xx status or a body (any status, counted after content decoding)
+longer than max_response_bytes (settings.gateway_max_response_bytes; the body is read as a
+stream and reading stops at the cap), or (bybit) no stored credentials. A 4xx answer passes
 through as it is (Bybit's 403 IP ban is understood by clients from its status). Logs name the
 upstream's host and the failure's type, never a URL's userinfo, a header or a secret.
 """
@@ -103,6 +105,8 @@ class Gateway:
 
     url: upstream base URL (parse_upstream_url rules). kind: "generic" | "bybit".
     timeout_s: float, seconds, for each of connect, read, write and pool acquisition.
+    max_response_bytes: int, bytes; a longer upstream body (after content decoding) is not
+    read further and answers 10016 (16 MiB by default, settings.gateway_max_response_bytes).
     store, kek: where the bybit credentials are read from (at start, and again after every
     store revision change: call mark_stale() from the key-cache invalidation listener).
     clock: the upstream-facing clock for X-BAPI-TIMESTAMP (ms); SystemClock by default.
@@ -115,6 +119,7 @@ class Gateway:
         url: str,
         kind: UpstreamKind,
         timeout_s: float,
+        max_response_bytes: int = 16 * 1024 * 1024,
         store: Store,
         kek: KeyEncryptionKey,
         clock: Clock | None = None,
@@ -123,6 +128,9 @@ class Gateway:
         self.base = parse_upstream_url(url)
         self.kind = kind
         self.timeout = httpx.Timeout(timeout_s)
+        if max_response_bytes < 1:
+            raise ValueError("max_response_bytes must be at least 1")
+        self.max_response_bytes = max_response_bytes
         self.store = store
         self.kek = kek
         self.clock: Clock = clock or SystemClock()
@@ -220,20 +228,57 @@ class Gateway:
         request = client.build_request(method, url, headers=headers, content=body or None)
         self.requests += 1
         try:
-            upstream = await client.send(request)
+            upstream = await client.send(request, stream=True)
+            try:
+                content = await self._read_body(upstream)
+            finally:
+                await upstream.aclose()
         except httpx.TimeoutException as exc:
             raise self._failed("Server error: upstream timed out.", exc) from None
         except httpx.HTTPError as exc:
             raise self._failed(UpstreamError.default_msg, exc) from None
-        return self._reply(upstream)
+        return self._reply(upstream, content)
+
+    async def _read_body(self, upstream: httpx.Response) -> bytes:
+        """The upstream's body (content-decoded), read as a stream up to max_response_bytes.
+
+        Raises UpstreamError (10016) as soon as the body is known to be longer: from an
+        uncompressed response's Content-Length before reading, else when the bytes read pass
+        the cap (reading stops there; the connection is then closed, not reused).
+        """
+        cap = self.max_response_bytes
+        encoding = upstream.headers.get("content-encoding", "identity").strip().lower()
+        declared = upstream.headers.get("content-length", "").strip()
+        if encoding == "identity" and declared.isdigit() and int(declared) > cap:
+            raise self._too_large(upstream.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in upstream.aiter_bytes():
+            size += len(chunk)
+            if size > cap:
+                raise self._too_large(upstream.status_code)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self, status: int) -> UpstreamError:
+        self.failures += 1
+        log.warning(
+            "upstream answer too large",
+            upstream=self.display,
+            status=status,
+            max_response_bytes=self.max_response_bytes,
+        )
+        return UpstreamError(
+            f"Server error: upstream answer larger than {self.max_response_bytes} bytes "
+            f"(gateway_max_response_bytes)."
+        )
 
     def _failed(self, message: str, exc: Exception) -> UpstreamError:
         self.failures += 1
         log.warning("upstream request failed", upstream=self.display, error=type(exc).__name__)
         return UpstreamError(message)
 
-    def _reply(self, upstream: httpx.Response) -> Response:
-        content = upstream.content
+    def _reply(self, upstream: httpx.Response, content: bytes) -> Response:
         status = upstream.status_code
         if not 400 <= status < 500 and not _is_json_object(content):
             self.failures += 1
@@ -254,7 +299,8 @@ def _is_json_object(content: bytes) -> bool:
 def gateway_from_settings(
     settings: Settings, store: Store, kek: KeyEncryptionKey
 ) -> Gateway | None:
-    """The Gateway for settings.upstream_url (kind, timeout from settings), None when unset.
+    """The Gateway for settings.upstream_url (kind, timeout, response cap from settings), None
+    when unset.
 
     Raises ValueError for a malformed upstream URL.
     """
@@ -264,6 +310,7 @@ def gateway_from_settings(
         url=settings.upstream_url,
         kind=settings.upstream_kind,
         timeout_s=settings.upstream_timeout_s,
+        max_response_bytes=settings.gateway_max_response_bytes,
         store=store,
         kek=kek,
     )
