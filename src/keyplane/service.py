@@ -41,13 +41,23 @@ from keyplane.secret import Secret
 from keyplane.signing import load_rsa_public_key
 from keyplane.store.protocol import PurgeResult, Store
 
-__all__ = ["MASTER_KEY_EXCLUDED", "InitResult", "IssuedKey", "KeyService"]
+__all__ = [
+    "MASTER_KEY_EXCLUDED",
+    "MIN_ALERT_RETENTION_DAYS",
+    "InitResult",
+    "IssuedKey",
+    "KeyService",
+]
 
 #: actor of changes made without a named caller (library use, tests).
 DEFAULT_ACTOR = "admin:cli"
 
 #: The first master key gets every permission except these (withdrawals need an explicit grant).
 MASTER_KEY_EXCLUDED = frozenset({("Wallet", "Withdraw")})
+#: shortest alert-log retention, days: a quota or rate alert's window is one UTC day (the row
+#: dedupes it until the day ends), so a row must outlive its day with a day of margin for
+#: nodes whose clocks differ; expiry rows are kept until the key's expiry (Store.purge_alerts).
+MIN_ALERT_RETENTION_DAYS = 2
 _MAX_NOTE = 64
 _NO_PERMISSIONS = Permissions()
 _UNBOUND = IpAllowlist()
@@ -473,23 +483,34 @@ class KeyService:
         *,
         retention_days: int,
         usage_retention_days: int | None = None,
+        alert_retention_days: int | None = None,
         actor: str = DEFAULT_ACTOR,
     ) -> PurgeResult:
-        """Delete audit rows and revoked keys older than retention_days (days before now), and
-        usage rows older than usage_retention_days (None: keep them).
+        """Delete audit rows and revoked keys older than retention_days (days before now),
+        usage rows older than usage_retention_days and alert rows older than
+        alert_retention_days (None: keep them; Store.purge_alerts: an expiry alert also stays
+        until its key's expiry is that old, so no alert is ever sent twice).
 
         The audit rows purged are the longest prefix of the chain older than the cutoff; a
         checkpoint of its last row, signed under the KEK, keeps the rest verifiable. Audited as
-        maintenance.purge (in the same transaction as the audit and key deletion; usage rows
-        go first, in their own batches, and are counted in that event). Raises ParameterError
-        when a retention is below 1 day.
+        maintenance.purge (in the same transaction as the audit and key deletion; usage and
+        alert rows go first, in their own batches, and are counted in that event). Raises
+        ParameterError when a retention is below 1 day, or the alert retention below
+        MIN_ALERT_RETENTION_DAYS (2).
         """
         if retention_days < 1 or (usage_retention_days is not None and usage_retention_days < 1):
             raise ParameterError("retention must be at least 1 day")
+        if alert_retention_days is not None and alert_retention_days < MIN_ALERT_RETENTION_DAYS:
+            raise ParameterError(
+                f"alert retention must be at least {MIN_ALERT_RETENTION_DAYS} days"
+            )
         now = self.clock.now_ms()
         usage_rows = 0
         if usage_retention_days is not None:
             usage_rows = self.store.purge_usage(before_ms=now - usage_retention_days * DAY_MS)
+        alert_rows = 0
+        if alert_retention_days is not None:
+            alert_rows = self.store.purge_alerts(before_ms=now - alert_retention_days * DAY_MS)
         cutoff = now - retention_days * DAY_MS
         last = None
         for record in self.store.iter_audit():
@@ -513,12 +534,13 @@ class KeyService:
             "auditThroughId": 0 if last is None else last.id,
             "keys": keys,
             "usageRows": usage_rows,
+            "alertRows": alert_rows,
         }
         event = AuditEvent(now, actor, AuditAction.MAINTENANCE_PURGE, "", after=after)
         result = self.store.purge(
             checkpoint=checkpoint, keys_revoked_before_ms=cutoff, audit=[event]
         )
-        return replace(result, usage_rows=usage_rows)
+        return replace(result, usage_rows=usage_rows, alert_rows=alert_rows)
 
     def key_entry(self, api_key: str) -> KeyEntry | None:
         """Load a key with its account and verifier for the hot path; None when unknown.

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     usage_log: bool, one usage row per request that names an api key (KEYPLANE_USAGE_LOG).
     usage_retention_days: int, days usage rows are kept before `keyplane maintenance purge`
         deletes them (KEYPLANE_USAGE_RETENTION_DAYS).
+    alert_retention_days: int, days alert_log rows are kept before `keyplane maintenance
+        purge` deletes them (KEYPLANE_ALERT_RETENTION_DAYS, default 90; at least 2, so a
+        quota or rate alert's one-day window is over before its row goes and the alert is
+        never sent twice; expiry rows also stay until the key's expiry is that old).
     usage_queue_max: int, rows held in memory; beyond it rows go straight to the spill file.
     usage_flush_ms: int, ms between usage flushes; usage_batch_rows: int, rows per store write
         (and the queue length that triggers an early flush).
@@ -107,6 +111,7 @@ class Settings(BaseSettings):
     audit_retention_days: int = Field(default=90, ge=1)
     usage_log: bool = True
     usage_retention_days: int = Field(default=30, ge=1)
+    alert_retention_days: int = Field(default=90, ge=2)
     usage_queue_max: int = Field(default=100_000, gt=0)
     usage_flush_ms: int = Field(default=1000, gt=0)
     usage_batch_rows: int = Field(default=5000, gt=0)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from keyplane.clock import FrozenClock
+from keyplane.errors import ParameterError
 from keyplane.keys import DAY_MS, IpAllowlist, KeyEncryptionKey, Permissions
 from keyplane.service import KeyService
 from keyplane.store import MemoryStore
@@ -92,3 +93,11 @@ class TestServiceAudit:
             "key.create",
             "maintenance.purge",
         ]
+
+
+def test_purge_refuses_an_alert_retention_below_two_days(service: KeyService) -> None:
+    """A quota or rate alert's window is a UTC day: a retention under 2 days is a
+    ParameterError and nothing is purged."""
+    with pytest.raises(ParameterError, match="at least 2 days"):
+        service.purge(retention_days=90, alert_retention_days=1)
+    assert [r.event.action for r in service.store.list_audit()] == []

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pybit.unified_trading import HTTP
 
+from keyplane.alerts import AlertKind, AlertRecord
 from keyplane.clock import FrozenClock, SystemClock
 from keyplane.keys import DAY_MS, KeyEncryptionKey
 from keyplane.service import KeyService
@@ -135,7 +136,13 @@ class TestAuditTrail:
         assert keyplane("audit", "verify", db=db, env=env).returncode == 0
 
         purged = keyplane_json("maintenance", "purge", db=db, env=env)
-        assert purged == {"auditRows": 3, "throughRow": 3, "keys": [old], "usageRows": 1}
+        assert purged == {
+            "auditRows": 3,
+            "throughRow": 3,
+            "keys": [old],
+            "usageRows": 1,
+            "alertRows": 0,
+        }
         with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT row_id FROM usage_log").fetchall() == [("u-2",)]
         verified = keyplane("audit", "verify", db=db, env=env)
@@ -154,3 +161,81 @@ class TestAuditTrail:
         result = keyplane("audit", "verify", db=db, env=env)
         assert result.returncode == 1
         assert "signature" in result.stderr
+
+
+def _alert(at_ms: int, window_ms: int, condition: str = "quota.75") -> AlertRecord:
+    kind = AlertKind.EXPIRY_SOON if condition.startswith("expiry") else AlertKind.QUOTA_75
+    return AlertRecord(
+        key_id=1,
+        api_key="AAAAAAAAAAAAAAAAAA",
+        uid=100001,
+        kind=kind,
+        condition=condition,
+        window_ms=window_ms,
+        at_ms=at_ms,
+        summary=f"{condition} recorded at {at_ms}",
+    )
+
+
+class TestAlertPurge:
+    def test_purge_drops_old_alert_rows_and_shows_the_count(self, tmp_path: Path) -> None:
+        """`maintenance purge` drops alert rows older than --alert-retention-days (default
+        90), keeps an expiry alert whose key has not expired (its window is still live) and
+        reports the count in --json (alertRows) and in its text; the purge is audited."""
+        path = tmp_path / "k.db"
+        db = f"sqlite:///{path}"
+        env = {"KEYPLANE_KEK": KeyEncryptionKey.generate().to_base64().reveal()}
+        now = SystemClock().now_ms()
+        day = now - now % DAY_MS
+        store = open_store(db)
+        for record in (
+            _alert(now - 91 * DAY_MS, day - 91 * DAY_MS),  # goes at 90 days
+            _alert(now - 200 * DAY_MS, now - 150 * DAY_MS, "expiry.1d"),  # expired long ago
+            _alert(now - 100 * DAY_MS, now + 5 * DAY_MS, "expiry.7d"),  # key not expired yet
+            _alert(now - 40 * DAY_MS, day - 40 * DAY_MS),  # goes at 30 days
+            _alert(now - 3 * DAY_MS, day - 3 * DAY_MS),  # goes at 2 days
+            _alert(now - DAY_MS // 2, day),  # today: stays
+        ):
+            assert store.record_alert(record)
+        store.close()
+
+        purged = keyplane_json("maintenance", "purge", db=db, env=env)
+        assert purged["alertRows"] == 2
+        left = keyplane_json("alerts", "list", db=db, env=env)
+        assert len(left) == 4
+        text = keyplane("maintenance", "purge", "--alert-retention-days", "30", db=db, env=env)
+        assert text.returncode == 0, text.stderr
+        assert "1 alert rows older than 30 days" in text.stdout
+        minimum = keyplane_json(
+            "maintenance", "purge", "--alert-retention-days", "2", db=db, env=env
+        )
+        assert minimum["alertRows"] == 1
+        left = keyplane_json("alerts", "list", db=db, env=env)
+        assert sorted(a["condition"] for a in left) == ["expiry.7d", "quota.75"]
+        events = keyplane_json("audit", "list", db=db, env=env)
+        assert [e["after"]["alertRows"] for e in events if e["action"] == "maintenance.purge"] == [
+            2,
+            1,
+            1,
+        ]
+
+    def test_alert_retention_below_two_days_is_refused(self, tmp_path: Path) -> None:
+        """--alert-retention-days 1 (or 0): exit 1 with an error that says why; nothing is
+        purged."""
+        path = tmp_path / "k.db"
+        db = f"sqlite:///{path}"
+        env = {"KEYPLANE_KEK": KeyEncryptionKey.generate().to_base64().reveal()}
+        now = SystemClock().now_ms()
+        store = open_store(db)
+        assert store.record_alert(_alert(now - 3 * DAY_MS, now - 3 * DAY_MS - now % DAY_MS))
+        store.close()
+        for days in ("1", "0"):
+            result = keyplane(
+                "maintenance", "purge", "--alert-retention-days", days, "--json", db=db, env=env
+            )
+            assert result.returncode == 1
+            assert result.stdout == ""
+            assert "--alert-retention-days must be at least 2" in result.stderr
+            assert "UTC day" in result.stderr
+            assert "Traceback" not in result.stderr
+        assert len(keyplane_json("alerts", "list", db=db, env=env)) == 1

@@ -99,3 +99,51 @@ class TestRecordAlertRace:
         finally:
             for s in stores:
                 s.close()
+
+
+class TestPurgeAlerts:
+    def test_rows_recorded_and_windowed_before_the_cutoff_go(self, store: Store) -> None:
+        """purge_alerts(before_ms) deletes day-window rows with at_ms < before_ms, counts
+        them, and leaves the rest; a second call finds nothing."""
+        for i in range(5):
+            store.record_alert(record(window_ms=DAY - i * 86_400_000, at_ms=T0 - i * 86_400_000))
+        cutoff = T0 - 2 * 86_400_000 + 1  # rows 2, 3 and 4 days back go
+        assert store.purge_alerts(before_ms=cutoff) == 3
+        assert store.purge_alerts(before_ms=cutoff) == 0
+        assert [r.at_ms for r in store.list_alerts()] == [T0 - 86_400_000, T0]
+
+    def test_expiry_row_stays_until_its_window_is_past_the_cutoff(self, store: Store) -> None:
+        """An expiry alert recorded long ago for a key that has not expired yet is kept, so
+        the monitor's next sweep still finds it and does not send it again; once the expiry
+        is older than the cutoff the row goes and the (key, condition, window) is free."""
+        expires = T0 + 86_400_000
+        expiry = record(
+            kind=AlertKind.EXPIRY_SOON, condition="expiry.14d", window_ms=expires, at_ms=T0 - 13
+        )
+        assert store.record_alert(expiry)
+        assert store.purge_alerts(before_ms=T0) == 0
+        assert store.record_alert(replace(expiry, at_ms=T0 + 1)) is False
+        assert store.purge_alerts(before_ms=expires + 1) == 1
+        assert store.list_alerts() == []
+        assert store.record_alert(replace(expiry, at_ms=expires + 2)) is True
+
+    def test_purges_in_batches(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With 3 rows per transaction, 10 old rows still all go (several batches, an exact
+        multiple included) and the new ones stay."""
+        monkeypatch.setattr("keyplane.store.sql._ALERT_PURGE_BATCH", 3)
+        for i in range(10):
+            store.record_alert(record(key_id=10 + i, api_key=f"K{i}", at_ms=T0 - 100 + i))
+        store.record_alert(record(at_ms=T0 + 5))
+        store.record_alert(record(key_id=2, api_key="BBB", at_ms=T0 + 6))
+        assert store.purge_alerts(before_ms=T0 + 1) == 10
+        assert [r.api_key for r in store.list_alerts()] == ["AAA", "BBB"]
+        for i in range(9):  # exactly three full batches: the loop ends on an empty one
+            store.record_alert(record(key_id=30 + i, api_key=f"L{i}", at_ms=T0 - 50 + i))
+        assert store.purge_alerts(before_ms=T0 + 1) == 9
+
+    def test_purging_does_not_bump_the_revision(self, store: Store) -> None:
+        """Alert rows are not key changes."""
+        store.record_alert(record(at_ms=T0 - 10))
+        before = store.revision()
+        assert store.purge_alerts(before_ms=T0 + 86_400_000 * 2) == 1
+        assert store.revision() == before

@@ -32,7 +32,7 @@ from keyplane.cli.common import (
 from keyplane.cli.output import console, err_console, print_json, print_table
 from keyplane.clock import SystemClock
 from keyplane.keys import iso_utc
-from keyplane.service import KeyService
+from keyplane.service import MIN_ALERT_RETENTION_DAYS, KeyService
 from keyplane.settings import Settings
 
 __all__ = ["audit_app", "maintenance_app"]
@@ -180,27 +180,47 @@ def purge(
             min=1,
         ),
     ] = None,
+    alert_retention_days: Annotated[
+        int | None,
+        typer.Option(
+            "--alert-retention-days",
+            help=f"Keep this many days of alert rows, at least {MIN_ALERT_RETENTION_DAYS} "
+            "(default KEYPLANE_ALERT_RETENTION_DAYS, 90).",
+        ),
+    ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Delete audit rows and revoked keys older than the retention, and usage rows older than
-    the usage retention; the audit chain stays verifiable (a signed checkpoint replaces the
-    purged rows)."""
+    """Delete audit rows and revoked keys older than the retention, usage rows older than
+    the usage retention and alert rows older than the alert retention; the audit chain stays
+    verifiable (a signed checkpoint replaces the purged rows). An expiry alert's row stays
+    until its key's expiry is older than the alert retention, so no alert is sent twice."""
+    if alert_retention_days is not None and alert_retention_days < MIN_ALERT_RETENTION_DAYS:
+        fail(
+            f"--alert-retention-days must be at least {MIN_ALERT_RETENTION_DAYS}: a quota or "
+            f"rate alert is sent once per UTC day, and purging its row before that day is over "
+            f"would send it again (got {alert_retention_days})"
+        )
     with _service_and_settings(db) as (service, settings):
         days = retention_days or settings.audit_retention_days
         usage_days = usage_retention_days or settings.usage_retention_days
+        alert_days = alert_retention_days or settings.alert_retention_days
         if (
             not yes
             and sys.stdin.isatty()
             and not typer.confirm(
                 f"Purge audit rows and revoked keys older than {days} days, "
-                f"usage rows older than {usage_days} days?"
+                f"usage rows older than {usage_days} days, "
+                f"alert rows older than {alert_days} days?"
             )
         ):
             raise typer.Exit(1)
         result = service.purge(
-            retention_days=days, usage_retention_days=usage_days, actor=admin_actor()
+            retention_days=days,
+            usage_retention_days=usage_days,
+            alert_retention_days=alert_days,
+            actor=admin_actor(),
         )
     through = 0 if result.checkpoint is None else result.checkpoint.through_id
     if as_json:
@@ -210,6 +230,7 @@ def purge(
                 "throughRow": through,
                 "keys": list(result.keys),
                 "usageRows": result.usage_rows,
+                "alertRows": result.alert_rows,
             }
         )
         return
@@ -217,7 +238,8 @@ def purge(
         f"Purged {result.audit_rows} audit rows"
         + (f" (through row {through})" if through else "")
         + f" and {len(result.keys)} revoked keys older than {days} days, "
-        + f"{result.usage_rows} usage rows older than {usage_days} days.",
+        + f"{result.usage_rows} usage rows older than {usage_days} days, "
+        + f"{result.alert_rows} alert rows older than {alert_days} days.",
         highlight=False,
     )
     for api_key in result.keys:

@@ -468,6 +468,16 @@ class MemoryStore:
         found.sort(key=lambda r: r.at_ms)  # stable: insertion order breaks ties, like id
         return found if limit is None else found[-limit:] if limit > 0 else []
 
+    def purge_alerts(self, *, before_ms: int) -> int:
+        """Delete alert rows with at_ms and window_ms both < before_ms (ms) (see
+        Store.purge_alerts); returns how many went."""
+        with self._lock:
+            kept = [r for r in self._alerts if r.at_ms >= before_ms or r.window_ms >= before_ms]
+            gone = len(self._alerts) - len(kept)
+            self._alerts = kept
+            self._alert_ids = {(r.key_id, r.condition, r.window_ms) for r in kept}
+        return gone
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key, account or upstream-credentials change; 0 for a
         new store."""

@@ -37,13 +37,14 @@ AccountAudit = Callable[[Account], Sequence[AuditEvent]]
 
 @dataclass(frozen=True, slots=True)
 class PurgeResult:
-    """What a purge removed: audit rows (count), revoked keys (api_keys), the checkpoint, and
-    usage rows (count; set by KeyService.purge, 0 from Store.purge)."""
+    """What a purge removed: audit rows (count), revoked keys (api_keys), the checkpoint,
+    usage rows and alert rows (counts; set by KeyService.purge, 0 from Store.purge)."""
 
     audit_rows: int
     keys: tuple[str, ...]
     checkpoint: AuditCheckpoint | None
     usage_rows: int = 0
+    alert_rows: int = 0
 
 
 #: name of the one upstream-credentials row a gateway uses.
@@ -265,6 +266,15 @@ class Store(Protocol):
     ) -> Sequence[AlertRecord]:
         """Alert records ordered by (at_ms, id) ascending, optionally of one api_key and with
         at_ms >= since_ms (ms); limit keeps the newest `limit` of them (still ascending)."""
+        ...
+
+    def purge_alerts(self, *, before_ms: int) -> int:
+        """Delete alert rows recorded before before_ms (at_ms < before_ms, ms) whose window also
+        started before it (window_ms < before_ms), in batches (short transactions that never
+        hold up record_alert); returns how many went. The window test keeps an expiry row
+        (window_ms: the key's expiry, after at_ms) until that expiry is past, so the alert is
+        never sent twice; a day window (window_ms <= at_ms) needs a cutoff at least a day old,
+        which `keyplane maintenance purge` enforces (2 days or more)."""
         ...
 
     def revision(self) -> int:

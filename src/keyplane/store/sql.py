@@ -878,6 +878,21 @@ class SqlStore:
         records = [_alert_from_row(row) for row in rows]
         return records[::-1] if limit is not None else records
 
+    def purge_alerts(self, *, before_ms: int) -> int:
+        """Delete alert rows with at_ms and window_ms both < before_ms (ms),
+        _ALERT_PURGE_BATCH rows per transaction (through the at_ms index); returns how many
+        went (see Store.purge_alerts)."""
+        t = alert_log
+        old = (t.c.at_ms < before_ms) & (t.c.window_ms < before_ms)
+        batch = select(t.c.id).where(old).limit(_ALERT_PURGE_BATCH)
+        gone = 0
+        while True:
+            with self._writer.begin() as conn:
+                deleted = conn.execute(delete(t).where(t.c.id.in_(batch))).rowcount
+            gone += max(int(deleted), 0)
+            if deleted < _ALERT_PURGE_BATCH:
+                return gone
+
     def revision(self) -> int:
         """Monotonic counter bumped by every key or account change; 0 for a new store."""
         with self._engine.begin() as conn:
@@ -997,6 +1012,8 @@ def _json_object(text: str) -> dict[str, Any]:
 
 #: usage rows deleted per transaction by purge_usage.
 _USAGE_PURGE_BATCH = 20_000
+#: alert rows deleted per transaction by purge_alerts.
+_ALERT_PURGE_BATCH = 20_000
 #: usage_log columns in UsageEvent's field order (a UsageEvent is its own parameter tuple).
 _USAGE_COLUMNS = UsageEvent._fields
 _USAGE_COLUMN_LIST = ", ".join(_USAGE_COLUMNS)
