@@ -8,6 +8,8 @@ trips, outages. TestMemoryBound: the in-memory store's memory rule.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 import tracemalloc
 import uuid
@@ -17,13 +19,18 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from keyplane.errors import DuplicateRequestError
+from keyplane.http.replay import ReplayGuard
+from keyplane.keys import KeyType
 from keyplane.replay import (
     MemoryReplayStore,
     RedisReplayStore,
     ReplayStore,
     ReplayStoreFullError,
+    canonical_signature,
 )
 from tests._services import RedisServer, free_port
+from tests.replay.test_guard import guarded_key
 
 pytestmark = pytest.mark.anyio
 
@@ -154,13 +161,16 @@ class TestRedisNodes:
     async def test_key_layout_and_ttl_on_the_server(
         self, redis_nodes: Callable[[], RedisReplayStore]
     ) -> None:
-        """The signature lives at <prefix><key id>:<signature> with the TTL given (PX)."""
+        """The signature is remembered at <prefix><key id>:<hex SHA-256 of it> with the TTL
+        given (PX), and nothing else is written under the prefix."""
         node = redis_nodes()
         sig = new_signature()
         await node.first_seen(14, sig, 30_000)
         client = node._client
-        ttl = await client.pttl(f"{node.prefix}14:{sig}")
+        key = f"{node.prefix}14:{hashlib.sha256(sig.encode()).hexdigest()}"
+        ttl = await client.pttl(key)
         assert 29_000 < ttl <= 30_000
+        assert [k async for k in client.scan_iter(match=node.prefix + "*")] == [key.encode()]
 
     async def test_unreachable_redis_raises_fast(self) -> None:
         """A closed port: first_seen raises redis ConnectionError within about a second."""
@@ -233,8 +243,8 @@ class TestMemoryBound:
         assert await store.first_seen(1, "b", 20) is True
 
     async def test_memory_per_entry_is_bounded(self) -> None:
-        """An entry (its 64-char signature included) costs under 350 bytes: the documented
-        ~80 MB for the default 250,000 entries."""
+        """An entry (its 32-byte digest included) costs under 300 bytes: the documented
+        ~70 MB for the default 250,000 entries."""
         store = MemoryReplayStore()
         tracemalloc.start()
         try:
@@ -244,4 +254,87 @@ class TestMemoryBound:
             used = tracemalloc.get_traced_memory()[0] - before
         finally:
             tracemalloc.stop()
-        assert used / 20_000 < 350, used / 20_000
+        assert used / 20_000 < 300, used / 20_000
+
+
+def _rsa_spellings() -> tuple[str, str]:
+    """(canonical, sloppy) base64 of one 256-byte RSA signature: the sloppy form differs in
+    the unused trailing bits and verifies all the same (see test_guard)."""
+    canonical = base64.b64encode(bytes(range(256))).decode()
+    sloppy = canonical[:-3] + chr(ord(canonical[-3]) + 1) + "=="
+    assert base64.b64decode(sloppy, validate=True) == base64.b64decode(canonical)
+    return canonical, sloppy
+
+
+def _signature_forms(signature: str, key_type: KeyType) -> list[bytes]:
+    """Every form a stored signature could take: as sent, canonical, upper and lower case,
+    and its raw bytes (hex or base64 decoded)."""
+    canonical = canonical_signature(key_type, signature)
+    raw = bytes.fromhex(canonical) if key_type is KeyType.HMAC else base64.b64decode(canonical)
+    texts = {signature, canonical, signature.lower(), signature.upper()}
+    return [t.encode() for t in texts] + [raw]
+
+
+async def _offer_through_the_guard(store: ReplayStore) -> list[tuple[int, str, KeyType]]:
+    """Accept an HMAC signature (sent in upper case) and an RSA one (sloppy base64) through
+    the ReplayGuard, check their other spellings are still refused as replays, and return
+    (key id, signature as sent, key type)."""
+    guard = ReplayGuard(store)
+    hmac_sig = new_signature().upper()
+    rsa_canonical, rsa_sloppy = _rsa_spellings()
+    offered = [(21, hmac_sig, KeyType.HMAC), (22, rsa_sloppy, KeyType.RSA)]
+    for key_id, sig, key_type in offered:
+        await guard.check(guarded_key(key_type, key_id), sig, LONG_TTL_MS, write=True)
+    with pytest.raises(DuplicateRequestError):
+        await guard.check(guarded_key(KeyType.HMAC, 21), hmac_sig.lower(), LONG_TTL_MS, write=True)
+    with pytest.raises(DuplicateRequestError):
+        await guard.check(guarded_key(KeyType.RSA, 22), rsa_canonical, LONG_TTL_MS, write=True)
+    return offered
+
+
+class TestNoSignatureStored:
+    """A remembered entry holds the SHA-256 digest of the canonical signature, never the
+    signature itself in any spelling."""
+
+    async def test_memory_table_holds_digests_only(self) -> None:
+        """The in-memory table's entries are (key id, sha256(canonical)); no form of either
+        signature occurs in them (nor in their repr)."""
+        store = MemoryReplayStore()
+        offered = await _offer_through_the_guard(store)
+        expected = {
+            (key_id, hashlib.sha256(canonical_signature(kt, sig).encode()).digest())
+            for key_id, sig, kt in offered
+        }
+        assert set(store._expires) == expected
+        assert {entry for _, entry in store._heap} == expected
+        dumped = repr((store._expires, store._heap)).encode()
+        for _, sig, key_type in offered:
+            for form in _signature_forms(sig, key_type):
+                assert form not in dumped
+                for _, digest in expected:
+                    assert form not in digest
+
+    async def test_redis_keys_and_values_hold_digests_only(
+        self, redis_nodes: Callable[[], RedisReplayStore]
+    ) -> None:
+        """Every key the guard wrote under its prefix is <prefix><id>:<hex sha256(canonical)>
+        with the value "1"; no form of either signature occurs in any key or value, and a
+        scan of the whole test Redis finds no key containing one."""
+        node = redis_nodes()
+        offered = await _offer_through_the_guard(node)
+        client = node._client
+        keys = [k async for k in client.scan_iter(match=node.prefix + "*")]
+        expected = {
+            f"{node.prefix}{key_id}:"
+            + hashlib.sha256(canonical_signature(kt, sig).encode()).hexdigest()
+            for key_id, sig, kt in offered
+        }
+        assert {k.decode() for k in keys} == expected
+        written = b"".join([*keys, *[await client.get(k) or b"" for k in keys]])
+        assert [await client.get(k) for k in keys] == [b"1", b"1"]
+        for _, sig, key_type in offered:
+            for form in _signature_forms(sig, key_type):
+                assert form not in written
+            canonical = canonical_signature(key_type, sig)
+            if key_type is KeyType.HMAC:  # base64 has glob characters; hex does not
+                assert [k async for k in client.scan_iter(match=f"*{canonical}*")] == []

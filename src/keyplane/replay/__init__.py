@@ -8,6 +8,7 @@ from keyplane.replay.protocol import (
     ReplayStoreFullError,
     canonical_signature,
     http_ttl_ms,
+    signature_digest,
     ws_ttl_ms,
 )
 from keyplane.replay.redis import RedisReplayStore
@@ -20,5 +21,6 @@ __all__ = [
     "ReplayStoreFullError",
     "canonical_signature",
     "http_ttl_ms",
+    "signature_digest",
     "ws_ttl_ms",
 ]

@@ -1,12 +1,15 @@
 """In-process replay store (one node): a dict of live signatures and a heap of their expiries.
 
+An entry is (key id, SHA-256 digest of the canonical signature) (signature_digest): the
+signature itself is never kept.
+
 Memory rule: at most max_entries signatures are remembered at once (default 250,000, about
-80 MB worst case; one node serving 5,000 guarded requests a second with the default 5 s
-recv_window holds about 30,000). Expired entries are dropped on every call, cheapest first
-(heap order). A live signature is never forgotten to make room: when the store is full of live
-ones, first_seen raises ReplayStoreFullError and the caller's fail policy decides (the request
-path: reads pass, writes get 10016, counted). Evicting instead would let exactly the replay the
-guard exists to stop through.
+70 MB worst case at about 260 bytes an entry; one node serving 5,000 guarded requests a second
+with the default 5 s recv_window holds about 30,000). Expired entries are dropped on every
+call, cheapest first (heap order). A live signature is never forgotten to make room: when the
+store is full of live ones, first_seen raises ReplayStoreFullError and the caller's fail
+policy decides (the request path: reads pass, writes get 10016, counted). Evicting instead
+would let exactly the replay the guard exists to stop through.
 """
 
 from __future__ import annotations
@@ -15,13 +18,13 @@ import heapq
 import time
 from collections.abc import Callable
 
-from keyplane.replay.protocol import ReplayStoreFullError
+from keyplane.replay.protocol import ReplayStoreFullError, signature_digest
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "MemoryReplayStore"]
 
 DEFAULT_MAX_ENTRIES = 250_000
 
-_Entry = tuple[int, str]
+_Entry = tuple[int, bytes]  # (key id, signature_digest)
 
 
 def _monotonic_ms() -> float:
@@ -64,7 +67,7 @@ class MemoryReplayStore:
             raise ValueError(f"ttl_ms must be >= 1, got {ttl_ms}")
         now = self._now()
         self._drop_expired(now)
-        entry = (key_id, signature)
+        entry = (key_id, signature_digest(signature))
         if entry in self._expires:
             return False
         if len(self._expires) >= self.max_entries:

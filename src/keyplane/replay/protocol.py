@@ -7,14 +7,18 @@ it again, byte for byte, until then. The replay guard (opt-in per key, ApiKey.re
 remembers every accepted signature until its window closes and refuses a repeat with 10014.
 Bybit itself accepts a repeated signature, which is why the guard is off by default.
 
-Signatures are remembered in their canonical form (canonical_signature): HMAC signatures are
+Signatures are compared in their canonical form (canonical_signature): HMAC signatures are
 accepted in any case and RSA signatures as base64 with unused trailing bits, so the raw header
-text would let a replay with "ABC..." for "abc..." through.
+text would let a replay with "ABC..." for "abc..." through. The stores keep only the SHA-256
+digest of that form (signature_digest), never the signature: a dump of the replay store (a
+Redis snapshot, a memory dump) holds nothing a captured request did not already show, and
+nothing that could be replayed or matched to a request log by its text.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Protocol
 
 from keyplane.keys.model import KeyType
@@ -25,6 +29,7 @@ __all__ = [
     "ReplayStoreFullError",
     "canonical_signature",
     "http_ttl_ms",
+    "signature_digest",
     "ws_ttl_ms",
 ]
 
@@ -45,7 +50,8 @@ class ReplayStore(Protocol):
         """True the first time (key_id, signature) is offered, then remembered for ttl_ms
         (int ms >= 1); False while it is still remembered (the TTL is not extended).
 
-        signature: the canonical form (canonical_signature). Raises ValueError for ttl_ms < 1;
+        signature: the canonical form (canonical_signature); stores keep only its
+        signature_digest, never the text. Raises ValueError for ttl_ms < 1;
         backend errors (redis.exceptions.RedisError, ReplayStoreFullError) propagate.
         """
         ...
@@ -84,3 +90,11 @@ def canonical_signature(key_type: KeyType, signature: str) -> str:
         raw = base64.b64decode(signature.encode("ascii"), validate=True)
         return base64.b64encode(raw).decode("ascii")
     return signature.lower()
+
+
+def signature_digest(signature: str) -> bytes:
+    """The SHA-256 digest (32 bytes) of a canonical signature's UTF-8 text: what a replay store
+    remembers instead of the signature. SHA-256 is preimage resistant, so the digest cannot be
+    turned back into the signature, and collision resistant, so two signatures never share
+    one (FIPS 180-4)."""
+    return hashlib.sha256(signature.encode("utf-8")).digest()

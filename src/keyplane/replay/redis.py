@@ -1,5 +1,7 @@
-"""Replay store shared by every node through Redis: `SET <prefix><key id>:<signature> 1 NX PX
-<ttl_ms>`, one command and never more than one round trip per decision.
+"""Replay store shared by every node through Redis: `SET <prefix><key id>:<digest> 1 NX PX
+<ttl_ms>`, one command and never more than one round trip per decision. <digest> is the
+lowercase hex SHA-256 of the canonical signature (signature_digest): neither the key nor the
+value holds the signature.
 
 SET NX is atomic in Redis, so of many nodes offering the same signature at once exactly one gets
 OK (first seen) and the others nil (a repeat). Redis expires the key by its own clock after
@@ -21,6 +23,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from keyplane.ratelimit.redis import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
+from keyplane.replay.protocol import signature_digest
 
 __all__ = ["DEFAULT_PREFIX", "MAX_BATCH", "RedisReplayStore"]
 
@@ -61,8 +64,14 @@ class RedisReplayStore:
 
     @property
     def prefix(self) -> str:
-        """The key prefix: a signature lives at prefix + "<key id>:<signature>"."""
+        """The key prefix: a signature is remembered at prefix + "<key id>:<digest>" (digest:
+        hex SHA-256 of the canonical signature, see key_for)."""
         return self._prefix
+
+    def key_for(self, key_id: int, signature: str) -> str:
+        """The Redis key remembering key_id's canonical signature: prefix, key id, ":" and
+        the hex SHA-256 digest of the signature (signature_digest)."""
+        return f"{self._prefix}{key_id}:{signature_digest(signature).hex()}"
 
     async def first_seen(self, key_id: int, signature: str, ttl_ms: int) -> bool:
         """See keyplane.replay.protocol.ReplayStore.first_seen; raises ValueError (ttl_ms < 1)
@@ -71,7 +80,7 @@ class RedisReplayStore:
             raise ValueError(f"ttl_ms must be >= 1, got {ttl_ms}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((f"{self._prefix}{key_id}:{signature}", int(ttl_ms), future))
+        self._pending.append((self.key_for(key_id, signature), int(ttl_ms), future))
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         return await future
