@@ -15,21 +15,16 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from keyplane.keys.model import DAY_MS
 from keyplane.quota.protocol import QuotaDecision, day_start_ms
+from keyplane.redis_client import fail_fast_client
 
 __all__ = ["DEFAULT_PREFIX", "RedisQuotaCounter"]
 
 DEFAULT_PREFIX = "keyplane:quota:"
 #: extra lifetime of a day's counter past its midnight, ms (clock skew between nodes).
 EXPIRY_GRACE_MS = 3_600_000
-#: from_url() defaults, as for the rate limiter: on the request path a sick Redis must fail
-#: fast and let RequestLimits' fail-open/closed policy decide.
-DEFAULT_TIMEOUT_S = 0.5
-DEFAULT_RETRIES = 1
 
 # KEYS[1] the day's counter; ARGV quota, ttl ms. Returns {allowed 0|1, count}.
 _QUOTA_LUA = """
@@ -61,15 +56,10 @@ class RedisQuotaCounter:
     def from_url(
         cls, url: str, *, prefix: str = DEFAULT_PREFIX, **client_options: Any
     ) -> RedisQuotaCounter:
-        """A counter on a new client for url (redis://, rediss://, unix://); 0.5 s connect and
-        socket timeouts and one immediate retry unless client_options say otherwise."""
-        options: dict[str, Any] = {
-            "socket_connect_timeout": DEFAULT_TIMEOUT_S,
-            "socket_timeout": DEFAULT_TIMEOUT_S,
-            "retry": Retry(NoBackoff(), DEFAULT_RETRIES),
-        }
-        options.update(client_options)
-        return cls(aioredis.from_url(url, **options), prefix=prefix)
+        """A counter on a new client for url (redis://, rediss://, unix://): the fail-fast
+        client of keyplane.redis_client (0.5 s timeouts, one immediate retry) unless
+        client_options say otherwise."""
+        return cls(fail_fast_client(url, **client_options), prefix=prefix)
 
     def _key(self, api_key: str, now_ms: int) -> str:
         return f"{self._prefix}{api_key}:{now_ms // DAY_MS}"

@@ -25,15 +25,13 @@ a Redis must keep its clock NTP-synced; a node whose clock lags by d ms sees buc
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
 
 from keyplane.ratelimit.protocol import Decision, Rate
+from keyplane.redis_client import CoalescedCalls, fail_fast_client
 
 __all__ = ["DEFAULT_PREFIX", "RedisRateLimiter"]
 
@@ -41,15 +39,9 @@ DEFAULT_PREFIX = "keyplane:rl:"
 # Extra lifetime of a bucket key past the moment its TAT stops mattering, for clock skew between
 # nodes and latency; a stale TAT (< now) decides exactly like a missing one, so this is harmless.
 DEFAULT_EXPIRY_GRACE_MS = 1000
-# from_url() defaults: the limiter sits on the hot path, so a sick Redis must fail fast (the
-# caller's fail-open/closed policy then decides), with one immediate retry for a pooled connection
-# that died (e.g. Redis restarted).
-DEFAULT_TIMEOUT_S = 0.5
-DEFAULT_RETRIES = 1
-#: most hits sent in one pipeline; more waiting hits go in the next round trip.
-MAX_BATCH = 256
 
-_Pending = tuple[str, tuple[int, int, int], int, "asyncio.Future[Decision]"]
+#: one hit: (bucket key, (now_ms, limit, window_ms)).
+_Hit = tuple[str, tuple[int, int, int]]
 
 # KEYS: the batch's bucket keys, in order. ARGV[1] grace_ms, then for bucket i (1-based) now_ms,
 # limit, window_ms at ARGV[3i-1], ARGV[3i], ARGV[3i+1]. Returns {allowed 0|1, remaining,
@@ -120,8 +112,9 @@ class RedisRateLimiter:
         self._prefix = prefix
         self._grace_ms = expiry_grace_ms
         self._script = client.register_script(_GCRA_LUA)
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._calls: CoalescedCalls[_Hit, Decision] = CoalescedCalls(
+            self._send, what="rate limiter"
+        )
         self.round_trips = 0
         self.hits = 0
 
@@ -136,16 +129,11 @@ class RedisRateLimiter:
     ) -> RedisRateLimiter:
         """A limiter on a new client for url (redis://, rediss://, unix://).
 
-        client_options go to redis.asyncio.from_url; by default 0.5 s connect and socket
-        timeouts and one immediate retry, so an unreachable Redis raises quickly.
+        client_options go to redis.asyncio.from_url over keyplane.redis_client's fail-fast
+        defaults (0.5 s connect and socket timeouts, one immediate retry), so an unreachable
+        Redis raises quickly.
         """
-        options: dict[str, Any] = {
-            "socket_connect_timeout": DEFAULT_TIMEOUT_S,
-            "socket_timeout": DEFAULT_TIMEOUT_S,
-            "retry": Retry(NoBackoff(), DEFAULT_RETRIES),
-        }
-        options.update(client_options)
-        client = aioredis.from_url(url, **options)
+        client = fail_fast_client(url, **client_options)
         return cls(client, prefix=prefix, expiry_grace_ms=expiry_grace_ms)
 
     @property
@@ -157,40 +145,18 @@ class RedisRateLimiter:
         """Count one request (see keyplane.ratelimit.protocol.gcra); raises RedisError."""
         if rate.limit < 1 or rate.window_ms < 1:
             raise ValueError(f"rate needs limit >= 1 and window_ms >= 1, got {rate}")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Decision] = loop.create_future()
-        args = (int(now_ms), rate.limit, rate.window_ms)
-        self._pending.append((self._prefix + bucket, args, rate.limit, future))
         self.hits += 1
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        return await future
+        return await self._calls.submit(
+            (self._prefix + bucket, (int(now_ms), rate.limit, rate.window_ms))
+        )
 
-    async def _flush(self) -> None:
-        """Send waiting hits, MAX_BATCH per round trip, until none wait."""
-        while self._pending:
-            batch = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
-            try:
-                reply = await self._send(batch)
-            except asyncio.CancelledError:  # close(): nobody will answer these
-                _fail(batch, ConnectionError("rate limiter closed"))
-                raise
-            except Exception as exc:  # every hit of the batch fails the same way
-                _fail(batch, exc)
-                continue
-            for i, (_, _, limit, future) in enumerate(batch):
-                if not future.done():  # else the request went away meanwhile
-                    allowed, remaining, reset_at_ms = reply[3 * i : 3 * i + 3]
-                    future.set_result(Decision(allowed == 1, limit, remaining, reset_at_ms))
-
-    async def _send(self, batch: list[_Pending]) -> list[int]:
+    async def _send(self, batch: list[_Hit]) -> list[Decision]:
         """One round trip: one EVALSHA for the whole batch (one more, EVAL, when Redis has
-        lost the script). Returns the flat reply, three integers per hit."""
+        lost the script). Returns the batch's decisions in order."""
         self.round_trips += 1
-        keys = [key for key, _, _, _ in batch]
+        keys = [key for key, _ in batch]
         args: list[int] = [self._grace_ms]
-        for _, hit_args, _, _ in batch:
+        for _, hit_args in batch:
             args += hit_args
         try:
             reply = await self._client.evalsha(self._script.sha, len(keys), *keys, *args)
@@ -199,7 +165,10 @@ class RedisRateLimiter:
             reply = await self._client.eval(_GCRA_LUA, len(keys), *keys, *args)
         if not isinstance(reply, list) or len(reply) != 3 * len(batch):
             raise ResponseError(f"unexpected rate limiter script reply: {reply!r:.80}")
-        return [int(v) for v in reply]
+        return [
+            Decision(int(reply[i]) == 1, limit, int(reply[i + 1]), int(reply[i + 2]))
+            for i, (_, (_, limit, _)) in zip(range(0, len(reply), 3), batch, strict=True)
+        ]
 
     async def ping(self) -> None:
         """PING Redis; raises RedisError when it does not answer."""
@@ -207,14 +176,5 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         """Stop the batch sender and close the client and its connection pool."""
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-        _fail(self._pending, ConnectionError("rate limiter closed"))
-        self._pending = []
+        self._calls.close()
         await self._client.aclose()
-
-
-def _fail(batch: list[_Pending], exc: BaseException) -> None:
-    for *_, future in batch:
-        if not future.done():
-            future.set_exception(exc)

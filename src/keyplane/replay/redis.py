@@ -6,32 +6,26 @@ value holds the signature.
 SET NX is atomic in Redis, so of many nodes offering the same signature at once exactly one gets
 OK (first seen) and the others nil (a repeat). Redis expires the key by its own clock after
 ttl_ms, so node clocks only matter through the TTL the caller computes (CLOCK_SKEW_GRACE_MS).
-Like keyplane.ratelimit.redis, decisions that arrive while a round trip is in flight are
-coalesced into the next one (one pipeline, not a transaction; each SET is atomic on its own),
-and the client fails fast (0.5 s timeouts, one immediate retry for a dead pooled connection) so
-the caller's fail-open/closed policy decides quickly when Redis is down. redis-py reconnects
-on its own once Redis is back: no restart needed.
+Decisions that arrive while a round trip is in flight are coalesced into the next one (one
+pipeline, not a transaction; each SET is atomic on its own), and the client fails fast; both
+come from keyplane.redis_client, shared with the rate limiter.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
-from keyplane.ratelimit.redis import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
+from keyplane.redis_client import CoalescedCalls, fail_fast_client
 from keyplane.replay.protocol import signature_digest
 
-__all__ = ["DEFAULT_PREFIX", "MAX_BATCH", "RedisReplayStore"]
+__all__ = ["DEFAULT_PREFIX", "RedisReplayStore"]
 
 DEFAULT_PREFIX = "keyplane:replay:"
-#: most decisions sent in one pipeline; more waiting ones go in the next round trip.
-MAX_BATCH = 256
 
-_Pending = tuple[str, int, "asyncio.Future[bool]"]
+#: one decision: (Redis key, ttl_ms).
+_Offer = tuple[str, int]
 
 
 class RedisReplayStore:
@@ -44,8 +38,7 @@ class RedisReplayStore:
     def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._prefix = prefix
-        self._pending: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._calls: CoalescedCalls[_Offer, bool] = CoalescedCalls(self._send, what="replay store")
         self.round_trips = 0
 
     @classmethod
@@ -54,13 +47,7 @@ class RedisReplayStore:
     ) -> RedisReplayStore:
         """A store on a new client for url (redis://, rediss://, unix://); client_options go to
         redis.asyncio.from_url over the same fail-fast defaults as RedisRateLimiter.from_url."""
-        options: dict[str, Any] = {
-            "socket_connect_timeout": DEFAULT_TIMEOUT_S,
-            "socket_timeout": DEFAULT_TIMEOUT_S,
-            "retry": Retry(NoBackoff(), DEFAULT_RETRIES),
-        }
-        options.update(client_options)
-        return cls(aioredis.from_url(url, **options), prefix=prefix)
+        return cls(fail_fast_client(url, **client_options), prefix=prefix)
 
     @property
     def prefix(self) -> str:
@@ -78,45 +65,20 @@ class RedisReplayStore:
         and RedisError."""
         if ttl_ms < 1:
             raise ValueError(f"ttl_ms must be >= 1, got {ttl_ms}")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((self.key_for(key_id, signature), int(ttl_ms), future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush())
-        return await future
+        return await self._calls.submit((self.key_for(key_id, signature), int(ttl_ms)))
 
-    async def _flush(self) -> None:
-        """Send waiting decisions, MAX_BATCH per round trip, until none wait."""
-        while self._pending:
-            batch = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
-            try:
-                replies = await self._send(batch)
-            except asyncio.CancelledError:  # close(): nobody will answer these
-                _fail(batch, ConnectionError("replay store closed"))
-                raise
-            except Exception as exc:  # every decision of the batch fails the same way
-                _fail(batch, exc)
-                continue
-            for (_, _, future), reply in zip(batch, replies, strict=True):
-                if future.done():  # the request went away meanwhile
-                    continue
-                if isinstance(reply, Exception):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(bool(reply))  # OK -> True, nil (NX refused) -> False
-
-    async def _send(self, batch: list[_Pending]) -> list[Any]:
-        """One round trip: a SET alone, or a pipeline of them."""
+    async def _send(self, batch: list[_Offer]) -> list[bool | Exception]:
+        """One round trip: a SET alone, or a pipeline of them. OK -> True (first seen), nil
+        (NX refused) -> False; a command's own error stays that command's."""
         self.round_trips += 1
         if len(batch) == 1:
-            key, ttl_ms, _ = batch[0]
-            return [await self._client.set(key, b"1", nx=True, px=ttl_ms)]
+            key, ttl_ms = batch[0]
+            return [bool(await self._client.set(key, b"1", nx=True, px=ttl_ms))]
         pipe = self._client.pipeline(transaction=False)
-        for key, ttl_ms, _ in batch:
+        for key, ttl_ms in batch:
             pipe.set(key, b"1", nx=True, px=ttl_ms)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+        return [r if isinstance(r, Exception) else bool(r) for r in replies]
 
     async def ping(self) -> None:
         """PING Redis; raises RedisError when it does not answer."""
@@ -124,14 +86,5 @@ class RedisReplayStore:
 
     async def close(self) -> None:
         """Stop the batch sender and close the client and its connection pool."""
-        if self._flusher is not None and not self._flusher.done():
-            self._flusher.cancel()
-        _fail(self._pending, ConnectionError("replay store closed"))
-        self._pending = []
+        self._calls.close()
         await self._client.aclose()
-
-
-def _fail(batch: list[_Pending], exc: BaseException) -> None:
-    for *_, future in batch:
-        if not future.done():
-            future.set_exception(exc)
