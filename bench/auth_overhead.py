@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import tempfile
 from dataclasses import dataclass
@@ -37,15 +36,13 @@ import redis
 from common import (
     PATH,
     QUERY,
-    BenchKey,
     Samples,
     WrkResult,
+    app_bench_setup,
     cpu_snapshot,
     cpu_used,
     free_port,
-    lift_budget,
     metric,
-    new_service,
     private_redis,
     redis_command_counts,
     require_wrk,
@@ -57,8 +54,6 @@ from common import (
     start_bench_app,
     stop_process,
 )
-
-from keyplane.keys import KeyEncryptionKey
 
 #: commands the bench itself sends between two redis_command_counts() readings (its INFOs)
 _BENCH_REDIS_COMMANDS = 2
@@ -121,16 +116,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
         db = f"sqlite:///{tmp / 'bench.db'}"
-        kek = KeyEncryptionKey.generate()
-        env = {**os.environ, "KEYPLANE_KEK": kek.to_base64().reveal(), "KEYPLANE_IP_LIMIT": "off"}
-        env.pop("KEYPLANE_REDIS_URL", None)  # only --redis decides the limiter
-        service = new_service(db, kek)
-        init = service.initialize()
-        assert init is not None
-        assert init.issued.secret is not None
-        key = BenchKey(init.issued.key.api_key, init.issued.secret.reveal())
-        lift_budget(service, key.api_key)
-        service.store.close()
+        key, env = app_bench_setup(db)
 
         private = stack.enter_context(private_redis(tmp)) if args.limiter == "redis" else None
         redis_url = private.url if private is not None else None

@@ -43,6 +43,7 @@ __all__ = [
     "PrivateRedis",
     "Samples",
     "WrkResult",
+    "app_bench_setup",
     "bench_key",
     "cpu_snapshot",
     "cpu_used",
@@ -114,6 +115,25 @@ def new_service(store_url: str, kek: KeyEncryptionKey) -> KeyService:
     from keyplane.store import open_store
 
     return KeyService(open_store(store_url), kek, SystemClock())
+
+
+def app_bench_setup(store_url: str) -> tuple[BenchKey, dict[str, str]]:
+    """Initialise store_url with a new KEK for the bench/apps.py pairs: returns the master key
+    (its wallet-balance budget lifted, see lift_budget) and the child environment (the KEK,
+    KEYPLANE_IP_LIMIT=off, no KEYPLANE_REDIS_URL: only --redis decides the limiter)."""
+    kek = KeyEncryptionKey.generate()
+    env = {**os.environ, "KEYPLANE_KEK": kek.to_base64().reveal(), "KEYPLANE_IP_LIMIT": "off"}
+    env.pop("KEYPLANE_REDIS_URL", None)
+    service = new_service(store_url, kek)
+    try:
+        init = service.initialize()
+        assert init is not None
+        assert init.issued.secret is not None
+        key = BenchKey(init.issued.key.api_key, init.issued.secret.reveal())
+        lift_budget(service, key.api_key)
+    finally:
+        service.store.close()
+    return key, env
 
 
 def signed_http_headers(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import subprocess
 import tempfile
@@ -35,14 +34,12 @@ from common import (
     DEFAULT_POSTGRES_URL,
     PATH,
     QUERY,
-    BenchKey,
     WrkResult,
+    app_bench_setup,
     cpu_snapshot,
     cpu_used,
     free_port,
-    lift_budget,
     metric,
-    new_service,
     postgres_schema,
     require_wrk,
     run_main,
@@ -54,8 +51,6 @@ from common import (
     stop_process,
 )
 from sqlalchemy import create_engine, text
-
-from keyplane.keys import KeyEncryptionKey
 
 MODES = ("off", "on")
 
@@ -95,16 +90,7 @@ def main() -> None:
             db = stack.enter_context(postgres_schema(args.postgres))
         else:
             db = f"sqlite:///{tmp / 'bench.db'}"
-        kek = KeyEncryptionKey.generate()
-        env = {**os.environ, "KEYPLANE_KEK": kek.to_base64().reveal(), "KEYPLANE_IP_LIMIT": "off"}
-        env.pop("KEYPLANE_REDIS_URL", None)
-        service = new_service(db, kek)
-        init = service.initialize()
-        assert init is not None
-        assert init.issued.secret is not None
-        key = BenchKey(init.issued.key.api_key, init.issued.secret.reveal())
-        lift_budget(service, key.api_key)
-        service.store.close()
+        key, env = app_bench_setup(db)
 
         ports = {mode: free_port() for mode in MODES}
         procs = {}
