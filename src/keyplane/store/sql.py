@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    Column,
     ColumnElement,
     Connection,
     Engine,
@@ -634,14 +635,7 @@ class SqlStore:
         """Delete usage rows older than before_ms (ms), _USAGE_PURGE_BATCH rows per
         transaction (through the at_ms index); returns how many went."""
         t = usage_log
-        batch = select(t.c.row_id).where(t.c.at_ms < before_ms).limit(_USAGE_PURGE_BATCH)
-        gone = 0
-        while True:
-            with self._writer.begin() as conn:
-                deleted = conn.execute(delete(t).where(t.c.row_id.in_(batch))).rowcount
-            gone += max(int(deleted), 0)
-            if deleted < _USAGE_PURGE_BATCH:
-                return gone
+        return self._delete_in_batches(t.c.row_id, t.c.at_ms < before_ms, _USAGE_PURGE_BATCH)
 
     def count_failures(
         self,
@@ -884,13 +878,21 @@ class SqlStore:
         went (see Store.purge_alerts)."""
         t = alert_log
         old = (t.c.at_ms < before_ms) & (t.c.window_ms < before_ms)
-        batch = select(t.c.id).where(old).limit(_ALERT_PURGE_BATCH)
+        return self._delete_in_batches(t.c.id, old, _ALERT_PURGE_BATCH)
+
+    def _delete_in_batches(
+        self, key: Column[Any], where: ColumnElement[bool], batch_rows: int
+    ) -> int:
+        """DELETE the rows of key's table matching where, batch_rows per transaction (short
+        transactions that never hold up writers); returns how many went."""
+        table = key.table
+        batch = select(key).where(where).limit(batch_rows)
         gone = 0
         while True:
             with self._writer.begin() as conn:
-                deleted = conn.execute(delete(t).where(t.c.id.in_(batch))).rowcount
+                deleted = conn.execute(delete(table).where(key.in_(batch))).rowcount
             gone += max(int(deleted), 0)
-            if deleted < _ALERT_PURGE_BATCH:
+            if deleted < batch_rows:
                 return gone
 
     def revision(self) -> int:
