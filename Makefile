@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/usage_ingest.py
+	$(BIN)/python bench/usage_overhead.py
 	$(BIN)/python bench/suspension.py
 
 clean:
