@@ -21,6 +21,7 @@ from keyplane.alerts import (
 )
 from keyplane.clock import FrozenClock
 from keyplane.keys import DAY_MS, ApiKey, IpAllowlist, KeyEncryptionKey
+from keyplane.ratelimit import MemoryRateLimiter, Rate
 from keyplane.service import KeyService
 from keyplane.store import MemoryStore
 
@@ -155,6 +156,42 @@ class TestRateAlert:
         s.clock.set(T0 + 6000)
         s.run()
         assert BUCKET not in s.signals.streaks  # forgotten once a second went by cold
+
+
+class TestEvenlySpreadLoad:
+    """rate.75 for a steady load: the in-memory GCRA limiter's real decisions, spaced evenly,
+    handed to the signals as RequestLimits does; the frozen clock walks along."""
+
+    def drive(self, per_second: int, seconds: int) -> tuple[Setup, list[Alert]]:
+        s = Setup(rate_sustain_s=3)
+        key = s.key()
+        limiter, rate = MemoryRateLimiter(), Rate(5, 1000)  # 5 requests per second
+        sent: list[Alert] = []
+        for second in range(seconds):
+            for i in range(per_second):
+                at = T0 + second * 1000 + i * (1000 // per_second)
+                decision = limiter.decide(BUCKET, rate, at)
+                assert decision.allowed
+                assert decision.remaining == 4  # never short of burst room: no burst signal
+                s.signals.count_allowed(BUCKET, key, 5, decision.remaining, 1000, at)
+            s.clock.set(T0 + second * 1000 + 999)
+            sent = s.run()
+        return s, sent
+
+    def test_80_percent_evenly_spread_alerts(self) -> None:
+        """4 requests a second, 250 ms apart, on a 5/s budget for 4 s (sustain 3 s): GCRA
+        always has burst room left, yet the key runs at 80%: one rate.75 alert."""
+        _, sent = self.drive(per_second=4, seconds=4)
+        [alert] = sent
+        assert alert.kind is AlertKind.RATE_75
+
+    def test_60_percent_evenly_spread_stays_quiet(self) -> None:
+        """3 a second on the same budget (60%): no alert, and the slot counts are forgotten."""
+        s, sent = self.drive(per_second=3, seconds=6)
+        assert sent == []
+        s.clock.set(T0 + 10_000)
+        s.run()
+        assert s.signals.slots == {}
 
 
 class TestExpiryAlert:

@@ -239,6 +239,27 @@ class TestRateAlert:
         assert alert["details"]["path"] == "/v5/account/wallet-balance"
         assert alert["details"]["condition"] == "rate.75:/v5/account/wallet-balance:"
 
+    def test_evenly_spread_80_percent_alerts(self, tmp_path: Path, hook: WebhookReceiver) -> None:
+        """wallet-balance limited to 5/s; 4 requests a second, 250 ms apart, for 5 seconds
+        (GCRA always has burst room left, so no single request looks near the limit, yet the
+        key runs at 80%): with a 2 s sustain, one rate.75 alert."""
+        with serving(tmp_path, rate_alert_sustain_s=2, **webhook_settings(hook)) as server:
+            key, secret = server.new_key()
+            server.service.update_key(
+                key, rate_limits=RateOverrides.parse("account/wallet-balance=5")
+            )
+            s = session(server.url, key, secret)
+            time.sleep(1.05 - time.time() % 1)  # start just after a wall second
+            start = time.monotonic()
+            for step in range(20):
+                time.sleep(max(0.0, start + step * 0.25 - time.monotonic()))
+                reply = s.get_wallet_balance(accountType="UNIFIED")
+                assert reply["retCode"] == 0
+            wait_for(lambda: len(kinds(hook, "rate.75")) >= 1)
+        [alert] = kinds(hook, "rate.75")
+        assert alert["apiKey"] == key
+        assert alert["details"]["path"] == "/v5/account/wallet-balance"
+
 
 def test_alerts_list_cli_table_and_json(hooked: Server) -> None:
     """`keyplane alerts list` prints a table; --since filters; --json is one document."""

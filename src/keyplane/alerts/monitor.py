@@ -118,6 +118,7 @@ class AlertMonitor:
                 key, used, quota, at_ms = signals.quota_crossed.popleft()
                 self._add(self._quota_record(key, used, quota, at_ms, signals))
             self._read_streaks(signals, now_ms)
+            signals.forget_slots(now_ms)
         return await self._flush()
 
     async def sweep_expiry(self) -> int:

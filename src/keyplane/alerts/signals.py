@@ -1,10 +1,16 @@
 """What the request path leaves for the alert monitor: plain containers, touched only when a
 key is near a limit, read off the request path by keyplane.alerts.monitor.AlertMonitor.
 
-    rate.75   RequestLimits marks a (key, route) bucket "hot" when an allowed decision used
-              >= rate_fraction of the budget: (limit - remaining) * 10000 >= rate_bp * limit,
-              one integer compare per request. A hot request extends the bucket's streak of
-              consecutive hot UTC seconds (a dict lookup and a list store, hot requests only).
+    rate.75   RequestLimits hands every allowed decision to count_allowed(), which marks the
+              (key, route) bucket "hot" at that second when either (a) the decision used
+              >= rate_fraction of the budget: (limit - remaining) * 10000 >= rate_bp * limit
+              (a burst; with the Redis limiter this sees every node's requests), or (b) this
+              node has allowed >= rate_fraction * limit requests of the bucket in the current
+              window slot ([k * window_ms, (k + 1) * window_ms)): an evenly spread load at 80%
+              of the budget never leaves GCRA short of burst room, so (a) alone would miss it.
+              (b) counts this node's share only. A hot request extends the bucket's streak of
+              consecutive hot UTC seconds. Cost: a dict lookup, a tuple store and two integer
+              compares.
     quota.75  RequestLimits queues (key, used, quota, at_ms) the first time on this node in a
               UTC day that a key's count reaches quota_threshold(quota) = ceil(fraction * quota).
 
@@ -49,11 +55,19 @@ class AlertSignals:
     """Hot buckets and quota crossings (see the module docstring).
 
     rate_fraction / quota_fraction: float in (0, 1], the share of a rate budget / daily quota
-    that counts as "near". streaks: bucket -> Streak of consecutive hot
-    seconds. quota_crossed: deque of QuotaCrossing.
+    that counts as "near". streaks: bucket -> Streak of consecutive hot seconds. slots:
+    bucket -> (end of the current window slot in ms, requests this node allowed in it).
+    quota_crossed: deque of QuotaCrossing.
     """
 
-    __slots__ = ("_quota_flagged", "quota_crossed", "quota_fraction", "rate_bp", "streaks")
+    __slots__ = (
+        "_quota_flagged",
+        "quota_crossed",
+        "quota_fraction",
+        "rate_bp",
+        "slots",
+        "streaks",
+    )
 
     def __init__(
         self,
@@ -66,6 +80,7 @@ class AlertSignals:
         self.rate_bp = round(rate_fraction * 10_000)
         self.quota_fraction = quota_fraction
         self.streaks: dict[str, Streak] = {}
+        self.slots: dict[str, tuple[int, int]] = {}
         self.quota_crossed: deque[QuotaCrossing] = deque(maxlen=_QUEUE_MAX)
         self._quota_flagged: dict[int, int] = {}
 
@@ -76,6 +91,27 @@ class AlertSignals:
         """Requests of a day at which a quota of `quota` requests alerts: ceil(fraction * quota),
         at least 1."""
         return max(1, math.ceil(self.quota_fraction * quota - 1e-9))
+
+    def count_allowed(
+        self, bucket: str, key: ApiKey, limit: int, remaining: int, window_ms: int, now_ms: int
+    ) -> None:
+        """An allowed decision of key on bucket at now_ms (ms): limit requests per window_ms,
+        remaining after it. Marks the bucket hot by burst or by this node's count in the
+        window slot (see the module docstring)."""
+        slot_end_ms = (now_ms // window_ms + 1) * window_ms
+        seen = self.slots.get(bucket)
+        count = seen[1] + 1 if seen is not None and seen[0] == slot_end_ms else 1
+        self.slots[bucket] = (slot_end_ms, count)
+        threshold = self.rate_bp * limit
+        if (limit - remaining) * 10_000 >= threshold or count * 10_000 >= threshold:
+            self.mark_hot(bucket, key, now_ms)
+
+    def forget_slots(self, now_ms: int) -> None:
+        """Drop the counts of window slots that ended before now_ms (ms); called off the
+        request path by the monitor."""
+        stale = [b for b, (slot_end_ms, _) in self.slots.items() if slot_end_ms <= now_ms]
+        for bucket in stale:
+            del self.slots[bucket]
 
     def mark_hot(self, bucket: str, key: ApiKey, now_ms: int) -> None:
         """A request of key on bucket used >= rate_fraction of its budget at now_ms (ms)."""

@@ -122,7 +122,7 @@ class RequestLimits:
             return None
         bucket, rate = budget
         decision = await self._hit(bucket, rate, now_ms, write=policy.write)
-        return self._counted(decision, now_ms, bucket, caller)
+        return self._counted(decision, now_ms, bucket, rate.window_ms, caller)
 
     def check_key_now(
         self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int
@@ -134,7 +134,9 @@ class RequestLimits:
         if budget is None:
             return None
         bucket, rate = budget
-        return self._counted(self._decide_now(bucket, rate, now_ms), now_ms, bucket, caller)
+        return self._counted(
+            self._decide_now(bucket, rate, now_ms), now_ms, bucket, rate.window_ms, caller
+        )
 
     async def check_quota(
         self, caller: AuthContext, policy: RoutePolicy, now_ms: int
@@ -171,10 +173,15 @@ class RequestLimits:
         return decision
 
     def _counted(
-        self, decision: Decision | None, now_ms: int, bucket: str, caller: AuthContext
+        self,
+        decision: Decision | None,
+        now_ms: int,
+        bucket: str,
+        window_ms: int,
+        caller: AuthContext,
     ) -> Decision | None:
-        """Count the decision; raise RateLimitedError when refused; mark the bucket hot for the
-        rate alert when it used at least the alert fraction of its budget."""
+        """Count the decision; raise RateLimitedError when refused; hand an allowed one to the
+        alert signals (rate.75: a burst, or this node's count in the window slot)."""
         if decision is None:
             return None
         if not decision.allowed:
@@ -182,12 +189,10 @@ class RequestLimits:
             reset = max(decision.reset_at_ms, now_ms + MIN_RESET_AHEAD_MS)
             raise RateLimitedError(reset_at_ms=reset, limit=decision.limit)
         self.decisions["allowed"] += 1
-        signals = self.signals
-        if (
-            signals is not None
-            and (decision.limit - decision.remaining) * 10_000 >= signals.rate_bp * decision.limit
-        ):
-            signals.mark_hot(bucket, caller.key, now_ms)
+        if self.signals is not None:
+            self.signals.count_allowed(
+                bucket, caller.key, decision.limit, decision.remaining, window_ms, now_ms
+            )
         return decision
 
     async def _hit(self, bucket: str, rate: Rate, now_ms: int, *, write: bool) -> Decision | None:
