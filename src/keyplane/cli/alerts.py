@@ -9,16 +9,22 @@ audit trail (`keyplane audit list`, action anomaly.flag).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from keyplane.alerts import AlertRecord
-from keyplane.cli.common import DbOption, JsonOption, fail, parse_since, settings_for
+from keyplane.cli.common import (
+    DbOption,
+    JsonOption,
+    KeyFilterOption,
+    LimitOption,
+    SinceOption,
+    plain_store,
+    since_cutoff_ms,
+)
 from keyplane.cli.output import print_json, print_table
-from keyplane.clock import SystemClock
 from keyplane.keys import iso_utc
-from keyplane.store import open_store
 
 __all__ = ["alerts_app"]
 
@@ -34,30 +40,16 @@ def _record_json(record: AlertRecord) -> dict[str, Any]:
 
 @alerts_app.command("list")
 def list_(
-    key: Annotated[
-        str | None, typer.Option("--key", help="Only the alerts of this api key.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Only the last 30m, 1h, 2d, ...")
-    ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the newest N.", min=1)] = None,
+    key: KeyFilterOption = None,
+    since: SinceOption = None,
+    limit: LimitOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List recorded alerts, oldest first: time, kind, key, condition, summary."""
-    try:
-        since_ms = None if since is None else SystemClock().now_ms() - parse_since(since)
-    except ValueError as exc:
-        fail(str(exc))
-    settings = settings_for(db)  # no KEK needed: alert rows hold no secret
-    try:
-        store = open_store(settings.database_url)
-    except Exception as exc:
-        fail(f"cannot open the database: {type(exc).__name__}")
-    try:
+    since_ms = since_cutoff_ms(since)
+    with plain_store(db) as store:  # no KEK needed: alert rows hold no secret
         records = store.list_alerts(api_key=key, since_ms=since_ms, limit=limit)
-    finally:
-        store.close()
     if as_json:
         print_json([_record_json(r) for r in records])
         return

@@ -24,10 +24,13 @@ from keyplane.audit import AuditRecord
 from keyplane.cli.common import (
     DbOption,
     JsonOption,
+    KeyFilterOption,
+    LimitOption,
+    SinceOption,
     admin_actor,
     fail,
     opened,
-    parse_since,
+    since_cutoff_ms,
 )
 from keyplane.cli.output import console, err_console, print_json, print_table
 from keyplane.clock import SystemClock
@@ -96,21 +99,14 @@ def verify(db: DbOption = None, as_json: JsonOption = False) -> None:
 
 @audit_app.command("list")
 def list_(
-    key: Annotated[
-        str | None, typer.Option("--key", help="Only events about this api key.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Only the last 30m, 1h, 2d, ...")
-    ] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the newest N.", min=1)] = None,
+    key: KeyFilterOption = None,
+    since: SinceOption = None,
+    limit: LimitOption = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """List audit events (oldest first): time, actor, action, target, changed fields, IP."""
-    try:
-        since_ms = None if since is None else SystemClock().now_ms() - parse_since(since)
-    except ValueError as exc:
-        fail(str(exc))
+    since_ms = since_cutoff_ms(since)
     with _service_and_settings(db) as (service, _):
         records = service.store.list_audit(
             target=None if key is None else f"key:{key}", since_ms=since_ms, limit=limit

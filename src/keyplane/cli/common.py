@@ -22,12 +22,17 @@ from keyplane.store import Store, open_store
 __all__ = [
     "DbOption",
     "JsonOption",
+    "KeyFilterOption",
+    "LimitOption",
+    "SinceOption",
     "admin_actor",
     "fail",
     "opened",
     "parse_since",
+    "plain_store",
     "service_for",
     "settings_for",
+    "since_cutoff_ms",
 ]
 
 DbOption = Annotated[
@@ -37,6 +42,12 @@ DbOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+#: the filters of the list and summary commands (audit list, alerts list, usage)
+KeyFilterOption = Annotated[
+    str | None, typer.Option("--key", help="Only the rows of this api key.")
+]
+SinceOption = Annotated[str | None, typer.Option("--since", help="Only the last 30m, 1h, 2d, ...")]
+LimitOption = Annotated[int | None, typer.Option("--limit", help="Only the newest N.", min=1)]
 
 _UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -75,6 +86,21 @@ def opened(db: str | None) -> Iterator[tuple[Store, KeyEncryptionKey, Settings]]
 
 
 @contextmanager
+def plain_store(db: str | None) -> Iterator[Store]:
+    """The store of --db without the KEK, for commands that read rows holding no secret
+    (usage, alerts); closed afterwards. An unreachable database is a clean exit code 1."""
+    settings = settings_for(db)
+    try:
+        store = open_store(settings.database_url)
+    except Exception as exc:
+        fail(f"cannot open the database: {type(exc).__name__}")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
 def service_for(db: str | None) -> Iterator[KeyService]:
     """A KeyService on the store of --db with the system clock (see opened())."""
     with opened(db) as (store, kek, _):
@@ -95,3 +121,14 @@ def parse_since(text: str) -> int:
     if match is None:
         raise ValueError(f"--since must look like 30m, 1h or 2d, not {text!r}")
     return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def since_cutoff_ms(since: str | None) -> int | None:
+    """--since as a cutoff (ms since epoch: now minus the duration), None without it; a
+    malformed duration is a clean exit code 1."""
+    if since is None:
+        return None
+    try:
+        return SystemClock().now_ms() - parse_since(since)
+    except ValueError as exc:
+        fail(str(exc))

@@ -13,11 +13,17 @@ from typing import Annotated, Any
 
 import typer
 
-from keyplane.cli.common import DbOption, JsonOption, fail, parse_since, settings_for
+from keyplane.cli.common import (
+    DbOption,
+    JsonOption,
+    KeyFilterOption,
+    SinceOption,
+    fail,
+    plain_store,
+    since_cutoff_ms,
+)
 from keyplane.cli.output import console, print_json, print_table
-from keyplane.clock import SystemClock
 from keyplane.keys import iso_utc
-from keyplane.store import open_store
 from keyplane.usage import UsageSummaryRow
 
 __all__ = ["usage"]
@@ -36,12 +42,8 @@ def _group_json(row: UsageSummaryRow) -> dict[str, Any]:
 
 
 def usage(
-    key: Annotated[
-        str | None, typer.Option("--key", help="Only the requests of this api key.")
-    ] = None,
-    since: Annotated[
-        str | None, typer.Option("--since", help="Only the last 30m, 1h, 2d, ...")
-    ] = None,
+    key: KeyFilterOption = None,
+    since: SinceOption = None,
     by: Annotated[
         str, typer.Option("--by", help="Group by endpoint (METHOD /path) or status (HTTP/retCode).")
     ] = "endpoint",
@@ -52,23 +54,11 @@ def usage(
     endpoint or status."""
     if by not in ("endpoint", "status"):
         fail(f"--by must be endpoint or status, not {by!r}")
-    since_ms: int | None = None
-    if since is not None:
-        try:
-            since_ms = SystemClock().now_ms() - parse_since(since)
-        except ValueError as exc:
-            fail(str(exc))
-    settings = settings_for(db)  # no KEK needed: usage rows hold no secret
-    try:
-        store = open_store(settings.database_url)
-    except Exception as exc:
-        fail(f"cannot open the database: {type(exc).__name__}")
-    try:
+    since_ms = since_cutoff_ms(since)
+    with plain_store(db) as store:  # no KEK needed: usage rows hold no secret
         rows = store.usage_summary(
             api_key=key, since_ms=since_ms, by="endpoint" if by == "endpoint" else "status"
         )
-    finally:
-        store.close()
     requests = sum(r.requests for r in rows)
     errors = sum(r.errors for r in rows)
     if as_json:
