@@ -15,6 +15,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from keyplane.clock import SystemClock
 from keyplane.keys import KeyEncryptionKey, Permissions, RateOverrides
 from keyplane.service import KeyService
 from keyplane.signing import sign_hmac, string_to_sign
-from keyplane.testing import free_port
+from keyplane.testing import NodeProcess, free_port, node_process
 from keyplane.testing import postgres_schema as testing_postgres_schema
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "CpuSnapshot",
     "PrivateRedis",
     "Samples",
+    "TwoNodes",
     "WrkResult",
     "app_bench_setup",
     "bench_key",
@@ -65,6 +67,7 @@ __all__ = [
     "start_bench_app",
     "start_wrk",
     "stop_process",
+    "two_nodes",
     "wait_until_up",
 ]
 
@@ -356,6 +359,39 @@ def redis_command_counts(client: redis.Redis) -> dict[str, int]:
     }
     counts["_total"] = total
     return counts
+
+
+# --- two nodes -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TwoNodes:
+    """Two `keyplane serve` nodes on one fresh PostgreSQL schema and one private Redis:
+    service (a KeyService on the same schema), uid (the initial account), redis, a and b."""
+
+    service: KeyService
+    uid: int
+    redis: PrivateRedis
+    a: NodeProcess
+    b: NodeProcess
+
+
+def two_nodes(
+    stack: contextlib.ExitStack, postgres_url: str, serve_args: Sequence[str] = ()
+) -> TwoNodes:
+    """Start TwoNodes (per-IP guard off, plus serve_args) inside stack, which stops the nodes,
+    Redis and drops the schema on exit; the KEK is new and only in the nodes' environment."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
+    pg_url = stack.enter_context(postgres_schema(postgres_url))
+    redis = stack.enter_context(private_redis(workdir))
+    kek = KeyEncryptionKey.generate()
+    service = new_service(pg_url, kek)
+    stack.callback(service.store.close)
+    init = service.initialize()
+    assert init is not None
+    argv = ["--db", pg_url, "--redis", redis.url, "--ip-limit", "off", *serve_args]
+    env = {"KEYPLANE_KEK": kek.to_base64().reveal()}
+    a = stack.enter_context(node_process(argv, env=env))
+    b = stack.enter_context(node_process(argv, env=env))
+    return TwoNodes(service, init.account.uid, redis, a, b)
 
 
 # --- PostgreSQL --------------------------------------------------------------------------------

@@ -29,9 +29,7 @@ import argparse
 import contextlib
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from common import (
@@ -42,16 +40,11 @@ from common import (
     Samples,
     bench_key,
     metric,
-    new_service,
-    postgres_schema,
-    private_redis,
     run_main,
     scrape,
     signed_http_headers,
+    two_nodes,
 )
-
-from keyplane.keys import KeyEncryptionKey
-from keyplane.testing import node_process
 
 #: Spot:SpotTrade as the brief asks, plus Wallet:AccountTransfer: delete-api (like update-api)
 #: needs Wallet AccountTransfer or SubMemberTransfer (keyplane.policy), else retCode 10005
@@ -151,19 +144,9 @@ def main() -> None:
     lags: list[float] = []
     polls: list[int] = []
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
-        pg_url = stack.enter_context(postgres_schema(args.postgres))
-        redis = stack.enter_context(private_redis(tmp))
-        kek = KeyEncryptionKey.generate()
-        service = new_service(pg_url, kek)
-        stack.callback(service.store.close)
-        init = service.initialize()
-        assert init is not None
-        serve_args = ["--db", pg_url, "--redis", redis.url, "--ip-limit", "off"]
-        env = {"KEYPLANE_KEK": kek.to_base64().reveal()}
-        node_a = stack.enter_context(node_process(serve_args, env=env))
-        node_b = stack.enter_context(node_process(serve_args, env=env))
-        keys = [bench_key(service, init.account.uid, PERMISSIONS) for _ in range(args.count)]
+        cluster = two_nodes(stack, args.postgres)
+        service, node_a, node_b = cluster.service, cluster.a, cluster.b
+        keys = [bench_key(service, cluster.uid, PERMISSIONS) for _ in range(args.count)]
         client_a = stack.enter_context(httpx.Client(timeout=10))
         client_b = stack.enter_context(httpx.Client(timeout=10))
         print(

@@ -27,9 +27,7 @@ import os
 import resource
 import statistics
 import subprocess
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from common import (
     DEFAULT_POSTGRES_URL,
@@ -40,19 +38,16 @@ from common import (
     cpu_snapshot,
     cpu_used,
     finish_wrk,
-    new_service,
-    postgres_schema,
-    private_redis,
     require_wrk,
     run_main,
     signed_headers,
     spread,
     start_wrk,
     stop_process,
+    two_nodes,
 )
 
-from keyplane.keys import KeyEncryptionKey
-from keyplane.testing import NodeProcess, node_process
+from keyplane.testing import NodeProcess
 
 
 @dataclass
@@ -114,19 +109,9 @@ def main() -> None:
     require_wrk()
 
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
-        pg_url = stack.enter_context(postgres_schema(args.postgres))
-        redis = stack.enter_context(private_redis(tmp))
-        kek = KeyEncryptionKey.generate()
-        service = new_service(pg_url, kek)
-        stack.callback(service.store.close)
-        init = service.initialize()
-        assert init is not None
-        keys = (bench_key(service, init.account.uid), bench_key(service, init.account.uid))
-        serve_args = ["--db", pg_url, "--redis", redis.url, "--ip-limit", "off"]
-        env = {"KEYPLANE_KEK": kek.to_base64().reveal()}
-        a = stack.enter_context(node_process(serve_args, env=env))
-        b = stack.enter_context(node_process(serve_args, env=env))
+        cluster = two_nodes(stack, args.postgres)
+        service, a, b, redis = cluster.service, cluster.a, cluster.b, cluster.redis
+        keys = (bench_key(service, cluster.uid), bench_key(service, cluster.uid))
         watch = (a.process.pid, b.process.pid, redis.pid)
         layouts = {"one": (a, a), "two": (a, b)}
         print(

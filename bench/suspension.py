@@ -26,10 +26,8 @@ import argparse
 import contextlib
 import json
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 from common import (
@@ -38,16 +36,13 @@ from common import (
     QUERY,
     BenchKey,
     bench_key,
-    new_service,
-    postgres_schema,
-    private_redis,
     run_main,
     signed_http_headers,
+    two_nodes,
 )
 from revocation import ms, percentile, ret_code
 
-from keyplane.keys import KeyEncryptionKey
-from keyplane.testing import NodeProcess, node_process
+from keyplane.testing import NodeProcess
 
 HOME_IP, ATTACKER_IP = "10.0.0.5", "203.0.113.9"
 PROGRESS_EVERY = 10
@@ -139,22 +134,9 @@ def main() -> None:
     lags: dict[str, list[float]] = {"A": [], "B": []}
     through: dict[str, list[int]] = {"A": [], "B": []}
     with contextlib.ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="keyplane-bench-")))
-        pg_url = stack.enter_context(postgres_schema(args.postgres))
-        redis = stack.enter_context(private_redis(tmp))
-        kek = KeyEncryptionKey.generate()
-        service = new_service(pg_url, kek)
-        stack.callback(service.store.close)
-        init = service.initialize()
-        assert init is not None
-        serve_args = ["--db", pg_url, "--redis", redis.url, "--ip-limit", "off"]
-        serve_args += ["--trusted-proxies", "127.0.0.1"]
-        env = {"KEYPLANE_KEK": kek.to_base64().reveal()}
-        nodes = (
-            stack.enter_context(node_process(serve_args, env=env)),
-            stack.enter_context(node_process(serve_args, env=env)),
-        )
-        keys = [bench_key(service, init.account.uid, "Wallet:Withdraw") for _ in range(args.count)]
+        cluster = two_nodes(stack, args.postgres, ["--trusted-proxies", "127.0.0.1"])
+        service, nodes = cluster.service, (cluster.a, cluster.b)
+        keys = [bench_key(service, cluster.uid, "Wallet:Withdraw") for _ in range(args.count)]
         clients = (
             stack.enter_context(httpx.Client(timeout=10)),
             stack.enter_context(httpx.Client(timeout=10)),
