@@ -67,7 +67,13 @@ PUBLIC = {
         "postgres_schema",
         "running_server",
     },
-    "keyplane.service": {"InitResult", "IssuedKey", "KeyService", "MASTER_KEY_EXCLUDED"},
+    "keyplane.service": {
+        "InitResult",
+        "IssuedKey",
+        "KeyService",
+        "MASTER_KEY_EXCLUDED",
+        "MIN_ALERT_RETENTION_DAYS",
+    },
 }
 
 RET_CODES = {
