@@ -283,3 +283,24 @@ class TestGenericGateway:
         permissions = json.loads(seen.header("x-keyplane-permissions") or "")
         assert permissions["ContractTrade"] == ["Order", "Position"]
         assert seen.header("x-keyplane-read-only") == "0"
+
+    def test_serve_flag_caps_the_upstream_answer(self, tmp_path: Path) -> None:
+        """`keyplane serve --upstream URL --gateway-max-response-bytes 16`: the upstream's
+        answer (longer than 16 bytes) reaches pybit as retCode 10016, not the body."""
+        upstream = EchoUpstream()
+        db = f"sqlite:///{tmp_path / 'gateway.db'}"
+        master = cli_json("init", db=db)
+        key = cli_json(
+            "keys", "create", "--uid", str(master["uid"]), "--permissions",
+            "ContractTrade:Position", db=db,
+        )  # fmt: skip
+        with (
+            running_server(upstream.app()) as upstream_url,
+            serve(db, "--upstream", upstream_url, "--gateway-max-response-bytes", "16") as url,
+        ):
+            bot = pybit(url, key["apiKey"], key["secret"])
+            with pytest.raises(InvalidRequestError) as refused:
+                bot.get_positions(category="linear", symbol="BTCUSDT")
+        assert refused.value.status_code == 10016
+        assert "larger than 16 bytes" in refused.value.message
+        assert len(upstream.seen) == 1  # forwarded; only its answer was refused

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,9 +12,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from pybit.unified_trading import HTTP
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
 
-from keyplane.testing import free_port
+from keyplane.keys import KeyEncryptionKey
+from keyplane.testing import free_port, node_process
 
 
 def start_serve(cwd: Path, port: int) -> subprocess.Popen[str]:
@@ -77,3 +82,24 @@ def test_serve_prints_credentials_serves_and_stops_cleanly(tmp_path: Path) -> No
         stdout, stderr = proc.communicate(timeout=30)
     assert "secret" not in stdout.lower()
     assert proc.returncode == 0, stderr
+
+
+def test_serve_flags_set_the_ws_auth_deadline(tmp_path: Path) -> None:
+    """`keyplane serve --ws-auth-timeout 0.5`: a private WebSocket that never authenticates is
+    told so and closed (1008) about half a second after it connects."""
+    kek = KeyEncryptionKey.generate().to_base64().reveal()
+    args = ["--db", f"sqlite:///{tmp_path / 'k.db'}", "--ws-auth-timeout", "0.5"]
+    with node_process(args, env={"KEYPLANE_KEK": kek}) as node:
+        ws_url = node.url.replace("http://", "ws://") + "/v5/private"
+        started = time.monotonic()
+        with ws_connect(ws_url, open_timeout=10) as ws:
+            reply = json.loads(ws.recv(timeout=5))
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+        waited = time.monotonic() - started
+    assert reply["success"] is False
+    assert reply["op"] == "auth"
+    assert reply["ret_msg"].startswith("error:auth timeout")
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1008
+    assert 0.4 <= waited < 3
