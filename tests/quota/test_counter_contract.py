@@ -139,6 +139,32 @@ class TestRedisNodes:
             await client.aclose()
         assert node.round_trips == 2
 
+    async def test_concurrent_hits_share_round_trips(
+        self, redis_quota_nodes: Callable[[], RedisQuotaCounter]
+    ) -> None:
+        """50 hits at once from one node travel in a few pipelined round trips (never more
+        than one per hit) and count 1..50 in order."""
+        node = redis_quota_nodes()
+        key = new_api_key()
+        decisions = await asyncio.gather(*(node.hit(key, 100, NOW) for _ in range(50)))
+        assert [d.used for d in decisions] == list(range(1, 51))
+        assert 1 <= node.round_trips < 50
+
+    async def test_lost_script_is_reloaded(
+        self, redis_quota_nodes: Callable[[], RedisQuotaCounter]
+    ) -> None:
+        """After SCRIPT FLUSH the next hits still count (EVALSHA answered NOSCRIPT, then EVAL)."""
+        node = redis_quota_nodes()
+        key = new_api_key()
+        await node.hit(key, 5, NOW)
+        admin = aioredis.from_url(redis_url_or_skip())
+        try:
+            await admin.script_flush()
+        finally:
+            await admin.aclose()
+        decisions = await asyncio.gather(*(node.hit(key, 5, NOW) for _ in range(6)))
+        assert [d.allowed for d in decisions] == [True] * 4 + [False] * 2
+
     async def test_unreachable_redis_raises(self) -> None:
         """No server: hit() raises a RedisError quickly (the caller's policy decides)."""
         node = RedisQuotaCounter.from_url(f"redis://127.0.0.1:{free_port()}/0")

@@ -15,16 +15,20 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from keyplane.keys.model import DAY_MS
 from keyplane.quota.protocol import QuotaDecision, day_start_ms
-from keyplane.redis_client import fail_fast_client
+from keyplane.redis_client import CoalescedCalls, fail_fast_client
 
 __all__ = ["DEFAULT_PREFIX", "RedisQuotaCounter"]
 
 DEFAULT_PREFIX = "keyplane:quota:"
 #: extra lifetime of a day's counter past its midnight, ms (clock skew between nodes).
 EXPIRY_GRACE_MS = 3_600_000
+
+#: one hit: (the day's counter key, (quota, ttl_ms)).
+_Hit = tuple[str, tuple[int, int]]
 
 # KEYS[1] the day's counter; ARGV quota, ttl ms. Returns {allowed 0|1, count}.
 _QUOTA_LUA = """
@@ -42,14 +46,19 @@ return {1, count}
 
 
 class RedisQuotaCounter:
-    """Day counters in Redis, shared by all nodes; one EVALSHA round trip per hit (EVAL once
-    more when Redis lost the script). hit() raises redis.exceptions.RedisError when Redis cannot
-    answer; the caller applies its fail-open/closed policy. round_trips counts hits sent."""
+    """Day counters in Redis, shared by all nodes; one EVALSHA per hit, and at most one round
+    trip per hit: hits waiting while a round trip is in flight go together in the next one, as
+    a pipeline (keyplane.redis_client.CoalescedCalls, as for the rate limiter; EVAL once more
+    when Redis lost the script). hit() raises redis.exceptions.RedisError when Redis cannot
+    answer; the caller applies its fail-open/closed policy. round_trips counts round trips."""
 
     def __init__(self, client: aioredis.Redis, *, prefix: str = DEFAULT_PREFIX) -> None:
         self._client = client
         self._prefix = prefix
         self._script = client.register_script(_QUOTA_LUA)
+        self._calls: CoalescedCalls[_Hit, tuple[int, int]] = CoalescedCalls(
+            self._send, what="quota counter"
+        )
         self.round_trips = 0
 
     @classmethod
@@ -69,12 +78,29 @@ class RedisQuotaCounter:
         if quota < 1:
             raise ValueError(f"quota must be >= 1, got {quota}")
         reset = day_start_ms(now_ms) + DAY_MS
-        self.round_trips += 1
-        reply = await self._script(
-            keys=[self._key(api_key, now_ms)], args=[quota, reset - now_ms + EXPIRY_GRACE_MS]
+        allowed, count = await self._calls.submit(
+            (self._key(api_key, now_ms), (quota, reset - now_ms + EXPIRY_GRACE_MS))
         )
-        allowed, count = (int(v) for v in reply)
-        return QuotaDecision(bool(allowed), count, quota, reset)
+        return QuotaDecision(allowed == 1, count, quota, reset)
+
+    async def _send(self, batch: list[_Hit]) -> list[tuple[int, int] | Exception]:
+        """One round trip: an EVALSHA alone or a pipeline of them (one more, EVAL, for hits
+        Redis answered NOSCRIPT). Returns (allowed 0|1, count) per hit."""
+        self.round_trips += 1
+        pipe = self._client.pipeline(transaction=False)
+        for key, args in batch:
+            pipe.evalsha(self._script.sha, 1, key, *args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            self.round_trips += 1
+            retry = self._client.pipeline(transaction=False)
+            for i in missing:
+                key, args = batch[i]
+                retry.eval(_QUOTA_LUA, 1, key, *args)
+            for i, reply in zip(missing, await retry.execute(raise_on_error=False), strict=True):
+                replies[i] = reply
+        return [r if isinstance(r, Exception) else (int(r[0]), int(r[1])) for r in replies]
 
     async def used(self, api_key: str, now_ms: int) -> int:
         """Requests counted for api_key today; raises RedisError."""
@@ -86,5 +112,6 @@ class RedisQuotaCounter:
         await self._client.ping()
 
     async def close(self) -> None:
-        """Close the client and its connection pool."""
+        """Stop the batch sender and close the client and its connection pool."""
+        self._calls.close()
         await self._client.aclose()
