@@ -35,6 +35,7 @@ bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	$(BIN)/python bench/auth_overhead.py --limiter memory
 	$(BIN)/python bench/auth_overhead.py --limiter redis
+	$(BIN)/python bench/inprocess.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/usage_ingest.py

@@ -281,8 +281,8 @@ class TestRedisNodes:
     async def test_concurrent_hits_share_round_trips_and_decide_alike(
         self, redis_nodes: Callable[[], RedisRateLimiter]
     ) -> None:
-        """100 hits at once from one node travel in a few pipelined round trips (never more
-        than one per hit), and decide exactly as gcra() in arrival order."""
+        """100 hits at once from one node travel in a few round trips (one script call each,
+        never more than one per hit), and decide exactly as gcra() in arrival order."""
         node = redis_nodes()
         await node.hit(new_bucket(), Rate(1), NOW)
         before = node.round_trips
@@ -298,8 +298,8 @@ class TestRedisNodes:
         assert list(decisions) == expected
 
     async def test_lost_script_inside_a_batch_is_reloaded(self, private_redis: RedisServer) -> None:
-        """After SCRIPT FLUSH, a batch of concurrent hits still decides: one EVALSHA pipeline
-        answered NOSCRIPT, one EVAL pipeline for the same hits."""
+        """After SCRIPT FLUSH, a batch of concurrent hits still decides: the batch's EVALSHA
+        answered NOSCRIPT, one EVAL for the same hits."""
         node = RedisRateLimiter.from_url(private_redis.url)
         admin = aioredis.from_url(private_redis.url)
         try:
