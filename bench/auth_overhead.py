@@ -39,15 +39,13 @@ from common import (
     Samples,
     WrkResult,
     app_bench_setup,
-    cpu_snapshot,
-    cpu_used,
     free_port,
     metric,
     private_redis,
     redis_command_counts,
     require_wrk,
     run_main,
-    run_wrk,
+    run_wrk_cpu,
     scrape,
     signed_headers,
     spread,
@@ -148,13 +146,13 @@ def main() -> None:
                 before = None
                 if counter is not None and mode == "auth":
                     before = (redis_command_counts(counter), scrape(urls["auth"]))
-                watched = [pids[mode], *([private.pid] if private is not None else [])]
-                cpu_before = cpu_snapshot(watched)
-                run = run_wrk(url, signed_headers(key), args.seconds, args.connections)
-                _, per_pid = cpu_used(cpu_before, cpu_snapshot(watched), 1.0)
-                node_us[mode].append(per_pid.get(pids[mode], 0.0) / run.requests * 1e6)
+                others = [private.pid] if private is not None else []
+                run, node_cpu, redis_cpu = run_wrk_cpu(
+                    url, signed_headers(key), args.seconds, args.connections, pids[mode], others
+                )
+                node_us[mode].append(node_cpu)
                 if private is not None:
-                    redis_us[mode].append(per_pid.get(private.pid, 0.0) / run.requests * 1e6)
+                    redis_us[mode].append(redis_cpu)
                 results[mode].append(run)
                 if counter is not None and before is not None:
                     trips.append(measure_round_trips(counter, urls["auth"], run, before))

@@ -60,6 +60,7 @@ __all__ = [
     "require_wrk",
     "run_main",
     "run_wrk",
+    "run_wrk_cpu",
     "scrape",
     "signed_headers",
     "signed_http_headers",
@@ -202,6 +203,25 @@ def finish_wrk(proc: subprocess.Popen[str]) -> WrkResult:
 def run_wrk(url: str, headers: Sequence[str], seconds: float, connections: int) -> WrkResult:
     """One blocking wrk run (see start_wrk / finish_wrk)."""
     return finish_wrk(start_wrk(url, headers, seconds, connections))
+
+
+def run_wrk_cpu(
+    url: str,
+    headers: Sequence[str],
+    seconds: float,
+    connections: int,
+    node_pid: int,
+    other_pids: Sequence[int] = (),
+) -> tuple[WrkResult, float, float]:
+    """One blocking wrk run, with the CPU it cost per completed request: (result, µs of
+    node_pid's CPU, µs of other_pids' CPU together, e.g. redis-server or PostgreSQL)."""
+    watched = [node_pid, *other_pids]
+    before = cpu_snapshot(watched)
+    result = run_wrk(url, headers, seconds, connections)
+    _, per_pid = cpu_used(before, cpu_snapshot(watched), 1.0)
+    node = per_pid.get(node_pid, 0.0) / result.requests * 1e6
+    others = sum(v for pid, v in per_pid.items() if pid != node_pid) / result.requests * 1e6
+    return result, node, others
 
 
 def _search(pattern: str, out: str) -> str:

@@ -36,14 +36,12 @@ from common import (
     QUERY,
     WrkResult,
     app_bench_setup,
-    cpu_snapshot,
-    cpu_used,
     free_port,
     metric,
     postgres_schema,
     require_wrk,
     run_main,
-    run_wrk,
+    run_wrk_cpu,
     scrape,
     signed_headers,
     spread,
@@ -113,17 +111,16 @@ def main() -> None:
             order = MODES if rnd % 2 == 0 else MODES[::-1]
             for mode in order:
                 pg = postgres_pids() if args.store == "postgres" else []
-                before = cpu_snapshot([procs[mode].pid, *pg])
-                run = run_wrk(
+                run, node_cpu, pg_cpu = run_wrk_cpu(
                     f"{urls[mode]}{PATH}?{QUERY}",
                     signed_headers(key),
                     args.seconds,
                     args.connections,
+                    procs[mode].pid,
+                    pg,
                 )
-                _, per_pid = cpu_used(before, cpu_snapshot([procs[mode].pid, *pg]), 1.0)
-                node_us[mode].append(per_pid.get(procs[mode].pid, 0.0) / run.requests * 1e6)
-                pg_cpu = sum(v for pid, v in per_pid.items() if pid != procs[mode].pid)
-                pg_us[mode].append(pg_cpu / run.requests * 1e6)
+                node_us[mode].append(node_cpu)
+                pg_us[mode].append(pg_cpu)
                 results[mode].append(run)
             on, off = results["on"][-1], results["off"][-1]
             print(
