@@ -31,7 +31,13 @@ from keyplane.policy import RoutePolicy
 from keyplane.quota import DailyQuotaExceededError, QuotaCounter, QuotaDecision, day_start_ms
 from keyplane.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter
 
-__all__ = ["DEFAULT_IP_RATE", "MIN_RESET_AHEAD_MS", "RequestLimits", "limit_headers"]
+__all__ = [
+    "DEFAULT_IP_RATE",
+    "MIN_RESET_AHEAD_MS",
+    "RequestLimits",
+    "backend_failed",
+    "limit_headers",
+]
 
 log = structlog.get_logger("keyplane.ratelimit")
 
@@ -156,13 +162,8 @@ class RequestLimits:
         try:
             decision = await counter.hit(caller.key.api_key, quota, now_ms)
         except Exception as exc:  # backend down: the configured, counted choice
-            fail_open = self.fail_open_writes if policy.write else self.fail_open_reads
-            outcome = "failed_open" if fail_open else "failed_closed"
-            self.quota_decisions[outcome] += 1
-            log.warning("quota counter unavailable", outcome=outcome, error=type(exc).__name__)
-            if fail_open:
-                return None
-            raise KeyplaneError("Server error: quota counter unavailable.") from exc
+            self._backend_failed(exc, policy.write, self.quota_decisions, "quota counter")
+            return None
         if not decision.allowed:
             self.quota_decisions["refused"] += 1
             raise DailyQuotaExceededError(reset_at_ms=decision.reset_at_ms, limit=quota)
@@ -201,13 +202,34 @@ class RequestLimits:
         try:
             return await self.limiter.hit(bucket, rate, now_ms)
         except Exception as exc:  # backend down: the configured, counted choice
-            fail_open = self.fail_open_writes if write else self.fail_open_reads
-            outcome = "failed_open" if fail_open else "failed_closed"
-            self.decisions[outcome] += 1
-            log.warning("rate limiter unavailable", outcome=outcome, error=type(exc).__name__)
-            if fail_open:
-                return None
-            raise KeyplaneError("Server error: rate limiter unavailable.") from exc
+            self._backend_failed(exc, write, self.decisions, "rate limiter")
+            return None
+
+    def _backend_failed(
+        self, exc: Exception, write: bool, outcomes: Counter[str], what: str
+    ) -> None:
+        backend_failed(
+            exc,
+            fail_open=self.fail_open_writes if write else self.fail_open_reads,
+            outcomes=outcomes,
+            what=what,
+        )
+
+
+def backend_failed(exc: Exception, *, fail_open: bool, outcomes: Counter[str], what: str) -> None:
+    """Carry out the fail policy for a backend that could not decide (Redis down, a full
+    in-memory store): count "failed_open" or "failed_closed" in outcomes, log "<what>
+    unavailable" with the error's type (never its text), then return (fail open: the request
+    goes on without this check) or raise KeyplaneError 10016 "Server error: <what>
+    unavailable." (fail closed), from exc. Shared by the rate limiter, the daily quota and the
+    replay guard; by default reads fail open and writes fail closed
+    (settings.ratelimit_fail_open_reads / _writes).
+    """
+    outcome = "failed_open" if fail_open else "failed_closed"
+    outcomes[outcome] += 1
+    log.warning(f"{what} unavailable", outcome=outcome, error=type(exc).__name__)
+    if not fail_open:
+        raise KeyplaneError(f"Server error: {what} unavailable.") from exc
 
 
 def _budget(

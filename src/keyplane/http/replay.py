@@ -5,22 +5,20 @@ Asked right after the signature verified (REST: keyplane.http.middleware; WebSoc
 keyplane.ws.hub), only for keys with the flag, so other keys pay one attribute check. When the
 store fails (Redis down, memory store full) the decision is explicit and counted, with the rate
 limiter's settings (keyplane.http.limits): by default reads pass (fail open) and writes get
-retCode 10016 (fail closed). Log lines name the outcome and the error type, never a signature.
+retCode 10016 (fail closed), through keyplane.http.limits.backend_failed. Log lines name the
+outcome and the error type, never a signature.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
-import structlog
-
-from keyplane.errors import DuplicateRequestError, KeyplaneError
+from keyplane.errors import DuplicateRequestError
+from keyplane.http.limits import backend_failed
 from keyplane.keys.model import ApiKey
 from keyplane.replay import MemoryReplayStore, ReplayStore, canonical_signature
 
 __all__ = ["ReplayGuard"]
-
-log = structlog.get_logger("keyplane.replay")
 
 
 class ReplayGuard:
@@ -55,12 +53,8 @@ class ReplayGuard:
             first = await self.store.first_seen(key.id, canonical, ttl_ms)
         except Exception as exc:  # store down or full: the configured, counted choice
             fail_open = self.fail_open_writes if write else self.fail_open_reads
-            outcome = "failed_open" if fail_open else "failed_closed"
-            self.outcomes[outcome] += 1
-            log.warning("replay store unavailable", outcome=outcome, error=type(exc).__name__)
-            if fail_open:
-                return
-            raise KeyplaneError("Server error: replay guard unavailable.") from exc
+            backend_failed(exc, fail_open=fail_open, outcomes=self.outcomes, what="replay guard")
+            return
         if not first:
             self.outcomes["refused"] += 1
             raise DuplicateRequestError()
