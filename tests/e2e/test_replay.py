@@ -20,6 +20,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from pybit.unified_trading import HTTP
 
+from keyplane.signing import sign_hmac, string_to_sign
+
 from .conftest import Server
 from .test_ccxt import exchange
 from .test_cli import keyplane
@@ -158,6 +160,26 @@ class TestGuardOn:
         assert order["id"]
         assert ex.fetch_balance()["BTC"]["total"] > 1
         assert replay_metric(server.url, "refused") == 0
+
+    def test_one_signature_for_two_endpoints_is_not_a_replay(self, server: Server) -> None:
+        """Bybit V5 does not sign the path: two GETs with no parameters signed in the same
+        millisecond carry the same signature (ccxt's is_unified_enabled sends
+        /v5/user/query-api and /v5/account/info so). Both are served; a copy sent to the same
+        endpoint again is the replay (10014)."""
+        api_key, secret = guarded_key(server)
+        ts = str(int(time.time() * 1000))
+        headers = {
+            "X-BAPI-API-KEY": api_key,
+            "X-BAPI-TIMESTAMP": ts,
+            "X-BAPI-RECV-WINDOW": "5000",
+            "X-BAPI-SIGN": sign_hmac(secret, string_to_sign(ts, api_key, "5000", b"")),
+        }
+        first = httpx.get(f"{server.url}/v5/user/query-api", headers=headers, timeout=10)
+        second = httpx.get(f"{server.url}/v5/account/info", headers=headers, timeout=10)
+        again = httpx.get(f"{server.url}/v5/account/info", headers=headers, timeout=10)
+        assert envelope(first)[1] == 0
+        assert envelope(second)[1] == 0
+        assert envelope(again)[1] == 10014
 
     def test_refusal_comes_after_the_signature_check(self, server: Server) -> None:
         """A copy with a tampered body is a signature error (10004), not a duplicate: the guard

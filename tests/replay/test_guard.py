@@ -22,6 +22,9 @@ from keyplane.replay import (
 
 pytestmark = pytest.mark.anyio
 
+#: what the signatures below were sent for (method and path)
+REQUEST = "GET /v5/account/wallet-balance"
+
 NOW = 1_700_000_000_000
 HEX_SIG = "f9567bf613cbbf2d5b55cd1d016a2481db50fa66fbcb8f0fe5657495ba5fb41e"
 
@@ -112,9 +115,9 @@ class TestReplayGuard:
         """First use passes; the same signature again raises DuplicateRequestError (10014)."""
         guard = ReplayGuard(MemoryReplayStore())
         key = guarded_key()
-        await guard.check(key, HEX_SIG, 6000, write=False)
+        await guard.check(key, REQUEST, HEX_SIG, 6000, write=False)
         with pytest.raises(DuplicateRequestError) as refused:
-            await guard.check(key, HEX_SIG, 6000, write=False)
+            await guard.check(key, REQUEST, HEX_SIG, 6000, write=False)
         assert (refused.value.ret_code, refused.value.ret_msg) == (
             10014,
             "Invalid duplicate request.",
@@ -124,22 +127,22 @@ class TestReplayGuard:
     async def test_uppercase_replay_is_refused(self) -> None:
         """The verifier accepts an HMAC signature in upper case: as a replay it is refused."""
         guard = ReplayGuard(MemoryReplayStore())
-        await guard.check(guarded_key(), HEX_SIG, 6000, write=True)
+        await guard.check(guarded_key(), REQUEST, HEX_SIG, 6000, write=True)
         with pytest.raises(DuplicateRequestError):
-            await guard.check(guarded_key(), HEX_SIG.upper(), 6000, write=True)
+            await guard.check(guarded_key(), REQUEST, HEX_SIG.upper(), 6000, write=True)
 
     async def test_other_key_same_signature_passes(self) -> None:
         guard = ReplayGuard(MemoryReplayStore())
-        await guard.check(guarded_key(key_id=1), HEX_SIG, 6000, write=False)
-        await guard.check(guarded_key(key_id=2), HEX_SIG, 6000, write=False)
+        await guard.check(guarded_key(key_id=1), REQUEST, HEX_SIG, 6000, write=False)
+        await guard.check(guarded_key(key_id=2), REQUEST, HEX_SIG, 6000, write=False)
 
     async def test_store_down_reads_pass_writes_10016_by_default(self) -> None:
         """Default policy: a read passes (failed_open), a write gets 10016 (failed_closed);
         neither message names the store's error or the signature."""
         guard = ReplayGuard(BrokenStore())
-        await guard.check(guarded_key(), HEX_SIG, 6000, write=False)
+        await guard.check(guarded_key(), REQUEST, HEX_SIG, 6000, write=False)
         with pytest.raises(KeyplaneError) as refused:
-            await guard.check(guarded_key(), HEX_SIG, 6000, write=True)
+            await guard.check(guarded_key(), REQUEST, HEX_SIG, 6000, write=True)
         assert refused.value.ret_code == 10016
         assert HEX_SIG not in refused.value.ret_msg
         assert "6379" not in refused.value.ret_msg
@@ -148,17 +151,17 @@ class TestReplayGuard:
     async def test_policy_is_configurable(self) -> None:
         """fail_open_reads=False refuses reads; fail_open_writes=True lets writes through."""
         guard = ReplayGuard(BrokenStore(), fail_open_reads=False, fail_open_writes=True)
-        await guard.check(guarded_key(), HEX_SIG, 6000, write=True)
+        await guard.check(guarded_key(), REQUEST, HEX_SIG, 6000, write=True)
         with pytest.raises(KeyplaneError) as refused:
-            await guard.check(guarded_key(), HEX_SIG, 6000, write=False)
+            await guard.check(guarded_key(), REQUEST, HEX_SIG, 6000, write=False)
         assert refused.value.ret_code == 10016
 
     async def test_full_memory_store_follows_the_fail_policy(self) -> None:
         """A full in-memory store is a store failure: read passes, write 10016, counted."""
         store = MemoryReplayStore(max_entries=1)
         guard = ReplayGuard(store)
-        await guard.check(guarded_key(), "aa", 6000, write=False)
-        await guard.check(guarded_key(), "bb", 6000, write=False)
+        await guard.check(guarded_key(), REQUEST, "aa", 6000, write=False)
+        await guard.check(guarded_key(), REQUEST, "bb", 6000, write=False)
         with pytest.raises(KeyplaneError):
-            await guard.check(guarded_key(), "cc", 6000, write=True)
+            await guard.check(guarded_key(), REQUEST, "cc", 6000, write=True)
         assert guard.outcomes == {"passed": 1, "failed_open": 1, "failed_closed": 1}

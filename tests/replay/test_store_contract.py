@@ -34,6 +34,9 @@ from tests.replay.test_guard import guarded_key
 
 pytestmark = pytest.mark.anyio
 
+#: what the signatures below were sent for (method and path)
+REQUEST = "GET /v5/account/wallet-balance"
+
 LONG_TTL_MS = 60_000
 
 
@@ -284,17 +287,21 @@ async def _offer_through_the_guard(store: ReplayStore) -> list[tuple[int, str, K
     rsa_canonical, rsa_sloppy = _rsa_spellings()
     offered = [(21, hmac_sig, KeyType.HMAC), (22, rsa_sloppy, KeyType.RSA)]
     for key_id, sig, key_type in offered:
-        await guard.check(guarded_key(key_type, key_id), sig, LONG_TTL_MS, write=True)
+        await guard.check(guarded_key(key_type, key_id), REQUEST, sig, LONG_TTL_MS, write=True)
     with pytest.raises(DuplicateRequestError):
-        await guard.check(guarded_key(KeyType.HMAC, 21), hmac_sig.lower(), LONG_TTL_MS, write=True)
+        await guard.check(
+            guarded_key(KeyType.HMAC, 21), REQUEST, hmac_sig.lower(), LONG_TTL_MS, write=True
+        )
     with pytest.raises(DuplicateRequestError):
-        await guard.check(guarded_key(KeyType.RSA, 22), rsa_canonical, LONG_TTL_MS, write=True)
+        await guard.check(
+            guarded_key(KeyType.RSA, 22), REQUEST, rsa_canonical, LONG_TTL_MS, write=True
+        )
     return offered
 
 
 class TestNoSignatureStored:
-    """A remembered entry holds the SHA-256 digest of the canonical signature, never the
-    signature itself in any spelling."""
+    """A remembered entry holds the SHA-256 digest of "<request> <canonical signature>", never
+    the signature itself in any spelling."""
 
     async def test_memory_table_holds_digests_only(self) -> None:
         """The in-memory table's entries are (key id, sha256(canonical)); no form of either
@@ -302,7 +309,7 @@ class TestNoSignatureStored:
         store = MemoryReplayStore()
         offered = await _offer_through_the_guard(store)
         expected = {
-            (key_id, hashlib.sha256(canonical_signature(kt, sig).encode()).digest())
+            (key_id, hashlib.sha256(f"{REQUEST} {canonical_signature(kt, sig)}".encode()).digest())
             for key_id, sig, kt in offered
         }
         assert set(store._expires) == expected
@@ -326,7 +333,7 @@ class TestNoSignatureStored:
         keys = [k async for k in client.scan_iter(match=node.prefix + "*")]
         expected = {
             f"{node.prefix}{key_id}:"
-            + hashlib.sha256(canonical_signature(kt, sig).encode()).hexdigest()
+            + hashlib.sha256(f"{REQUEST} {canonical_signature(kt, sig)}".encode()).hexdigest()
             for key_id, sig, kt in offered
         }
         assert {k.decode() for k in keys} == expected

@@ -248,7 +248,10 @@ class AuthMiddleware:
                     facts.authenticated = True  # the signature verified
                 if context.key.replay_guard:  # 10014 for a signature seen inside its window
                     ttl = http_ttl_ms(headers.timestamp_ms, headers.recv_window_ms, now)
-                    await self.replay.check(context.key, headers.signature, ttl, write=policy.write)
+                    request = f"{method} {scope['path']}"
+                    await self.replay.check(
+                        context.key, request, headers.signature, ttl, write=policy.write
+                    )
                 params = parse_query(raw_query) if get else _parse_json_body(body)
                 raw_category = params.get("category")
                 category = raw_category if isinstance(raw_category, str) else None

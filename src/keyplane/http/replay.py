@@ -41,14 +41,25 @@ class ReplayGuard:
         self.fail_open_writes = fail_open_writes
         self.outcomes: Counter[str] = Counter()
 
-    async def check(self, key: ApiKey, signature: str, ttl_ms: int, *, write: bool) -> None:
-        """Admit the first use of key's (verified) signature, remembered for ttl_ms (int ms,
-        keyplane.replay.http_ttl_ms / ws_ttl_ms); write: the request changes state.
+    async def check(
+        self, key: ApiKey, request: str, signature: str, ttl_ms: int, *, write: bool
+    ) -> None:
+        """Admit the first use of key's (verified) signature for request, remembered for ttl_ms
+        (int ms, keyplane.replay.http_ttl_ms / ws_ttl_ms); write: the request changes state.
+
+        request: what the signature was sent for, "GET /v5/account/info" (REST: method and
+        path) or "ws private" (a WebSocket channel's auth frame). Bybit V5 does not sign the
+        path, so two requests to different endpoints with the same timestamp and parameters
+        carry the same signature; ccxt's is_unified_enabled sends /v5/user/query-api and
+        /v5/account/info that way within one millisecond. Keyed on the signature alone the
+        guard refused the second as a duplicate; keyed on (request, signature) it refuses only
+        a copy sent to the same endpoint. The price: within its window a captured signature can
+        still be sent once to each other endpoint that takes the same parameters.
 
         Raises DuplicateRequestError (10014) for a repeat, KeyplaneError (10016) when the store
         failed and the policy for this kind of request is fail closed.
         """
-        canonical = canonical_signature(key.key_type, signature)
+        canonical = f"{request} {canonical_signature(key.key_type, signature)}"
         try:
             first = await self.store.first_seen(key.id, canonical, ttl_ms)
         except Exception as exc:  # store down or full: the configured, counted choice

@@ -50,7 +50,8 @@ class ReplayStore(Protocol):
         """True the first time (key_id, signature) is offered, then remembered for ttl_ms
         (int ms >= 1); False while it is still remembered (the TTL is not extended).
 
-        signature: the canonical form (canonical_signature); stores keep only its
+        signature: what identifies the request, "<request> <canonical signature>"
+        (keyplane.http.replay.ReplayGuard.check; canonical_signature); stores keep only its
         signature_digest, never the text. Raises ValueError for ttl_ms < 1;
         backend errors (redis.exceptions.RedisError, ReplayStoreFullError) propagate.
         """

@@ -197,7 +197,10 @@ class WsHub:
         )
         if context.key.replay_guard:
             ttl = ws_ttl_ms(expires, now_ms)
-            await self.replay.check(context.key, signature, ttl, write=conn.channel == "trade")
+            request = f"ws {conn.channel}"
+            await self.replay.check(
+                context.key, request, signature, ttl, write=conn.channel == "trade"
+            )
         if len(self._by_key.get(api_key, ())) >= self.max_connections_per_key:
             raise ProtocolError(
                 f"error:too many connections: this api key already holds "
