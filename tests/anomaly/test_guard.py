@@ -184,17 +184,18 @@ def test_record_response_only_audits() -> None:
 
 def test_notifier_failure_is_counted_not_raised() -> None:
     s = Setup()
-    s.guard.notifiers = [FailingNotifier(), s.memory]
+    s.guard.dispatcher.notifiers = [FailingNotifier(), s.memory]
     s.request("10.0.0.5")
     s.request("203.0.113.9", WITHDRAW)
     s.tick()
     assert s.status() is KeyStatus.SUSPENDED
-    assert s.guard.alerts_failed == {"webhook": 1}
-    assert s.guard.alerts_sent == {"memory": 1}
+    assert s.guard.dispatcher.failed == {("webhook", "key.suspended"): 1}
+    assert s.guard.dispatcher.sent == {("memory", "key.suspended"): 1}
     metrics = Metrics()
     metrics.watch_anomaly(s.guard.stats)
+    metrics.watch_alerts(s.guard.dispatcher.stats)
     text = metrics.render().decode()
-    assert 'keyplane_alerts_failed_total{notifier="webhook"} 1.0' in text
+    assert 'keyplane_alerts_failed_total{kind="key.suspended",notifier="webhook"} 1.0' in text
     assert 'keyplane_anomaly_suspensions_total{rule="sensitive_call_new_network"} 1.0' in text
     assert (
         'keyplane_anomaly_flags_total{response="suspend",rule="sensitive_call_new_network"} 1.0'

@@ -19,8 +19,9 @@
   still audited and alerted as ANOMALY.
 - Store errors: logged; the flag stays pending (with what was already done) and is retried on
   the next tick, so a flag is audited once and a key suspended once.
-- Alerts are delivered in background tasks (notifiers retry with backoff); a notifier that
-  gives up is counted in `alerts_failed` and logged, never raised into the guard loop.
+- Alerts are delivered through an AlertDispatcher in background tasks (notifiers retry with
+  backoff); a notifier that gives up is counted there (sent / failed by notifier and kind) and
+  logged, never raised into the guard loop.
 - No secret ever reaches an audit row, alert or log line: flags carry api keys, networks,
   paths and counts only.
 """
@@ -139,13 +140,11 @@ def notifiers_from_settings(
 
 @dataclass(frozen=True)
 class GuardStats:
-    """For metrics: flags by (rule, response); suspensions made, by rule; alerts sent and
-    failed by notifier name; events dropped because the queue was full."""
+    """For metrics: flags by (rule, response); suspensions made, by rule; events dropped
+    because the queue was full (alerts are counted by the AlertDispatcher)."""
 
     flags: Mapping[tuple[str, str], int]
     suspensions: Mapping[str, int]
-    alerts_sent: Mapping[str, int]
-    alerts_failed: Mapping[str, int]
     dropped: int
 
 
@@ -164,9 +163,9 @@ class AnomalyGuard:
     thread). cache: this node's KeyCache, cleared after a suspension. detector: the rules
     (default_rules() when None). notifiers: where ALERT and SUSPEND flags are sent.
     tick_ms: int, ms between drains. queue_max: events held; beyond it events are dropped and
-    counted. dispatcher: when given (create_app shares its one AlertDispatcher), alerts go
-    through it (and are counted there) instead of straight to `notifiers`; leak alerts are
-    recorded there once per key per burst window, across nodes. usage_node_id: this node's
+    counted. dispatcher: the AlertDispatcher alerts go through and are counted in (create_app
+    shares its one; default: a new one over `notifiers`, without a store); with a store, leak
+    alerts are recorded once per key per burst window, across nodes. usage_node_id: this node's
     usage-writer id; with it, the failed-signature rule also counts the failures other nodes
     wrote to the usage log (a burst spread over the nodes trips it); None: this node's only.
     """
@@ -186,20 +185,19 @@ class AnomalyGuard:
     ) -> None:
         self.service = service
         self.usage_node_id = usage_node_id
-        self.dispatcher = dispatcher
+        # alerts go out (and are counted) through one dispatcher: the app's shared one, or
+        # this guard's own over `notifiers` (deliveries awaited in tick()/run()'s task group)
+        self.dispatcher = dispatcher if dispatcher is not None else AlertDispatcher(notifiers)
         self.cache = cache
         self.detector = detector or AnomalyDetector()
         self._burst = next(
             (r for r in self.detector.rules if isinstance(r, FailedSignatureBurst)), None
         )
-        self.notifiers = list(notifiers)
         self.tick_ms = tick_ms
         self.queue_max = queue_max
         self.clock: Clock = clock or SystemClock()
         self.suspensions: Counter[str] = Counter()  # rule -> keys it suspended
         self.dropped = 0
-        self.alerts_sent: Counter[str] = Counter()
-        self.alerts_failed: Counter[str] = Counter()
         self._queue: deque[UsageEvent | UsageFields] = deque()
         self._pending: deque[_Pending] = deque()
         self._wake: anyio.Event | None = None
@@ -218,8 +216,6 @@ class AnomalyGuard:
         return GuardStats(
             dict(self.detector.flags),
             dict(self.suspensions),
-            dict(self.alerts_sent),
-            dict(self.alerts_failed),
             self.dropped,
         )
 
@@ -371,18 +367,17 @@ class AnomalyGuard:
             if item.suspended:
                 self.cache.clear()
             alert = self._alert_for(item)
+            if alert is None:
+                continue
             record = self._leak_record(item, alert)
-            if record is not None and self.dispatcher is not None:
+            if record is not None and self.dispatcher.store is not None:
                 try:
                     await self.dispatcher.record(record)  # once per key per burst window
+                    continue
                 except Exception as exc:  # store down: rather twice than never
                     log.warning("leak alert not recorded; sending", error=type(exc).__name__)
-                    self.dispatcher.send(record.to_alert())
-            elif alert is not None and self.dispatcher is not None:
-                self.dispatcher.send(alert)
-            elif alert is not None:
-                for notifier in self.notifiers:
-                    alerts.start_soon(self._send, notifier, alert)
+                alert = record.to_alert()
+            alerts.start_soon(self.dispatcher.deliver, alert)
 
     def _apply(self, item: _Pending) -> None:
         """Audit the flag and, when asked, suspend the key, in one transaction when both are
@@ -447,7 +442,7 @@ class AnomalyGuard:
 
     def _alert_for(self, item: _Pending) -> Alert | None:
         flag = item.flag
-        if flag.response is Response.RECORD or not self.notifiers:
+        if flag.response is Response.RECORD or not self.dispatcher.notifiers:
             return None
         if item.suspended:
             kind = AlertKind.SUSPENDED
@@ -474,20 +469,6 @@ class AnomalyGuard:
             uid=flag.uid,
             details=details,
         )
-
-    async def _send(self, notifier: Notifier, alert: Alert) -> None:
-        try:
-            await notifier.send(alert)
-        except Exception as exc:  # DeliveryError, or a notifier bug: counted, never raised
-            self.alerts_failed[notifier.name] += 1
-            log.warning(
-                "alert not delivered",
-                notifier=notifier.name,
-                alert_id=alert.id,
-                error=type(exc).__name__,
-            )
-            return
-        self.alerts_sent[notifier.name] += 1
 
 
 def _drain(queue: deque[UsageEvent | UsageFields]) -> list[UsageEvent | UsageFields]:

@@ -195,7 +195,6 @@ def create_app(
             service,
             cache,
             detector=AnomalyDetector(default_rules(parse_responses(settings.anomaly_responses))),
-            notifiers=dispatcher.notifiers,
             clock=the_clock,
             dispatcher=dispatcher,
             usage_node_id=usage.node_id if usage is not None else None,

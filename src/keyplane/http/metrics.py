@@ -21,15 +21,13 @@ Series (all counters are totals since the process started):
   _replayed_total, _lost_total: the usage log writer (keyplane.usage.writer); lost rows could be
   neither stored nor spilled, and are also audited as "usage.rows.lost".
 - keyplane_anomaly_flags_total{rule,response}, keyplane_anomaly_suspensions_total{rule},
-  keyplane_alerts_sent_total{notifier}, keyplane_alerts_failed_total{notifier},
   keyplane_anomaly_events_dropped_total: the anomaly guard (keyplane.anomaly.guard).
 - keyplane_quota_decisions_total{outcome}: daily-quota decisions (allowed, refused,
   failed_open, failed_closed); refused = answered 10006 because the day's quota was spent.
 - keyplane_alerts_recorded_total{kind}: alerts this node stored first in the alert log (and so
   sent); keyplane_alerts_duplicates_total{kind}: alerts another node or an earlier run had
-  already recorded (not sent again). With the app's AlertDispatcher (keyplane.alerts.dispatch)
-  keyplane_alerts_sent_total / _failed_total carry {notifier, kind} and count every alert,
-  the anomaly guard's included.
+  already recorded (not sent again); keyplane_alerts_sent_total / _failed_total{notifier,kind}:
+  deliveries of every alert, the anomaly guard's included (keyplane.alerts.dispatch).
 """
 
 from __future__ import annotations
@@ -54,10 +52,6 @@ class AnomalyCounts(Protocol):
     def flags(self) -> Mapping[tuple[str, str], int]: ...  # (rule, response) -> flags
     @property
     def suspensions(self) -> Mapping[str, int]: ...  # rule -> keys it suspended
-    @property
-    def alerts_sent(self) -> Mapping[str, int]: ...  # notifier name -> alerts delivered
-    @property
-    def alerts_failed(self) -> Mapping[str, int]: ...  # notifier name -> alerts given up on
     @property
     def dropped(self) -> int: ...
 
@@ -132,8 +126,8 @@ class Metrics:
         self._usage = stats
 
     def watch_anomaly(self, stats: Callable[[], AnomalyCounts]) -> None:
-        """stats() -> the anomaly guard's counters: flags by (rule, response), suspensions,
-        alerts sent and failed by notifier, events dropped."""
+        """stats() -> the anomaly guard's counters: flags by (rule, response), suspensions by
+        rule, events dropped."""
         self._anomaly = stats
 
     def watch_quota(self, decisions: Counter[str]) -> None:
@@ -142,7 +136,7 @@ class Metrics:
 
     def watch_alerts(self, stats: Callable[[], AlertCounts]) -> None:
         """stats() -> the alert dispatcher's counters: recorded and duplicates by kind, sent and
-        failed by (notifier, kind). Replaces the anomaly guard's alerts_* series."""
+        failed by (notifier, kind)."""
         self._alerts = stats
 
     def watch_websockets(self, count: Callable[[], int]) -> None:
@@ -220,7 +214,7 @@ class _Collector(Collector):
         if self._m._usage is not None:
             yield from _usage_series(*self._m._usage())
         if self._m._anomaly is not None:
-            yield from _anomaly_series(self._m._anomaly(), alerts=self._m._alerts is None)
+            yield from _anomaly_series(self._m._anomaly())
         if self._m._quota is not None:
             quota = CounterMetricFamily(
                 "keyplane_quota_decisions",
@@ -273,7 +267,7 @@ def _alert_series(stats: AlertCounts) -> Iterable[Metric]:
         yield family
 
 
-def _anomaly_series(stats: AnomalyCounts, *, alerts: bool = True) -> Iterable[Metric]:
+def _anomaly_series(stats: AnomalyCounts) -> Iterable[Metric]:
     flags = CounterMetricFamily(
         "keyplane_anomaly_flags",
         "Anomaly rule flags by rule and configured response.",
@@ -290,15 +284,6 @@ def _anomaly_series(stats: AnomalyCounts, *, alerts: bool = True) -> Iterable[Me
     for rule, count in sorted(stats.suspensions.items()):
         suspensions.add_metric([rule], count)
     yield suspensions
-    series = (
-        ("sent", stats.alerts_sent, "Alerts delivered, by notifier."),
-        ("failed", stats.alerts_failed, "Alerts a notifier gave up on, by notifier."),
-    )
-    for name, counts, text in series if alerts else ():  # else: the dispatcher's series
-        family = CounterMetricFamily(f"keyplane_alerts_{name}", text, labels=["notifier"])
-        for notifier, count in sorted(counts.items()):
-            family.add_metric([notifier], count)
-        yield family
     yield CounterMetricFamily(
         "keyplane_anomaly_events_dropped",
         "Usage events the anomaly guard dropped (its queue was full).",
