@@ -86,16 +86,16 @@ class TestQuotaAlert:
         key = s.key()
         day = T0 - T0 % DAY_MS
         assert s.signals.quota_threshold(100) == 75
-        s.signals.quota_used(key, 74, 100, T0, day)
+        s.signals.quota_used(key, 74, 100, T0)
         assert s.run() == []
         for used in (75, 76, 99):
-            s.signals.quota_used(key, used, 100, T0, day)
+            s.signals.quota_used(key, used, 100, T0)
         [alert] = s.run()
         assert alert.kind is AlertKind.QUOTA_75
         assert alert.details["used"] == 75
         assert alert.id == f"{key.id}:quota.75:{day}"
         tomorrow = T0 + DAY_MS
-        s.signals.quota_used(key, 80, 100, tomorrow, day + DAY_MS)
+        s.signals.quota_used(key, 80, 100, tomorrow)
         assert len(s.run()) == 2
 
     def test_small_quotas_round_up(self) -> None:
@@ -107,11 +107,10 @@ class TestQuotaAlert:
         """The store already holds today's quota.75 of the key: nothing sent, a duplicate."""
         s = Setup()
         key = s.key()
-        day = T0 - T0 % DAY_MS
-        s.signals.quota_used(key, 75, 100, T0, day)
+        s.signals.quota_used(key, 75, 100, T0)
         other = Setup()  # a second "node": its dispatcher records in the same store
         other.dispatcher.store = s.store
-        other.signals.quota_used(key, 76, 100, T0, day)
+        other.signals.quota_used(key, 76, 100, T0)
         assert len(s.run()) == 1
         assert other.run() == []
         assert other.dispatcher.duplicates == {"quota.75": 1}
@@ -120,7 +119,7 @@ class TestQuotaAlert:
         """record_alert fails: nothing sent; the next tick records and sends it once."""
         s = Setup()
         key = s.key()
-        s.signals.quota_used(key, 75, 100, T0, T0 - T0 % DAY_MS)
+        s.signals.quota_used(key, 75, 100, T0)
         s.store.down = True
         assert s.run() == []
         s.store.down = False
@@ -227,7 +226,7 @@ class TestDispatcher:
         """A failing webhook is counted, the memory notifier still gets the alert."""
         s = Setup()
         s.dispatcher.notifiers.append(FailingNotifier())
-        s.signals.quota_used(s.key(), 75, 100, T0, T0 - T0 % DAY_MS)
+        s.signals.quota_used(s.key(), 75, 100, T0)
         assert len(s.run()) == 1
         stats = s.dispatcher.stats()
         assert stats.sent == {("memory", "quota.75"): 1}

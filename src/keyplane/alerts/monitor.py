@@ -35,6 +35,7 @@ from keyplane.alerts.model import AlertKind, AlertRecord
 from keyplane.alerts.signals import AlertSignals
 from keyplane.clock import Clock
 from keyplane.keys.model import DAY_MS, ApiKey, KeyStatus, iso_utc
+from keyplane.quota.protocol import day_start_ms, next_day_ms
 
 if TYPE_CHECKING:
     from keyplane.store.protocol import Store
@@ -48,10 +49,6 @@ DEFAULT_EXPIRY_DAYS = (14, 7, 1)
 _KEY_PAGE = 1000
 
 _Unique = tuple[int, str, int]
-
-
-def _day(ms: int) -> int:
-    return ms - ms % DAY_MS
 
 
 class AlertMonitor:
@@ -129,7 +126,7 @@ class AlertMonitor:
             record = self._expiry_record(key, now_ms)
             if record is not None:
                 self._add(record)
-        today = _day(now_ms)  # forget settled windows that can never come back
+        today = day_start_ms(now_ms)  # forget settled windows that can never come back
         self._settled = {u for u in self._settled if u[2] >= today}
         return await self._flush()
 
@@ -186,14 +183,14 @@ class AlertMonitor:
             uid=key.uid,
             kind=AlertKind.QUOTA_75,
             condition=AlertKind.QUOTA_75.value,
-            window_ms=_day(at_ms),
+            window_ms=day_start_ms(at_ms),
             at_ms=at_ms,
             summary=f"key {key.api_key} used {used} of its {quota} daily requests ({percent}%)",
             details={
                 "used": used,
                 "quota": quota,
                 "threshold": threshold,
-                "resetAtMs": _day(at_ms) + DAY_MS,
+                "resetAtMs": next_day_ms(at_ms),
             },
         )
 
@@ -209,7 +206,7 @@ class AlertMonitor:
             uid=key.uid,
             kind=AlertKind.RATE_75,
             condition=f"{AlertKind.RATE_75.value}:{route}"[:128],
-            window_ms=_day(at_ms),
+            window_ms=day_start_ms(at_ms),
             at_ms=at_ms,
             summary=(
                 f"key {key.api_key} ran at >= {percent:g}% of its rate limit on {path}"

@@ -24,6 +24,7 @@ import math
 from collections import deque
 
 from keyplane.keys.model import ApiKey
+from keyplane.quota.protocol import day_start_ms
 
 __all__ = ["DEFAULT_ALERT_FRACTION", "AlertSignals", "QuotaCrossing", "Streak"]
 
@@ -122,8 +123,9 @@ class AlertSignals:
         else:
             streak.last = second
 
-    def quota_used(self, key: ApiKey, used: int, quota: int, now_ms: int, day_ms: int) -> None:
-        """A request of key was counted as the used-th of the UTC day starting at day_ms."""
+    def quota_used(self, key: ApiKey, used: int, quota: int, now_ms: int) -> None:
+        """A request of key at now_ms (ms) was counted as the used-th of its UTC day."""
+        day_ms = day_start_ms(now_ms)
         if used >= self.quota_threshold(quota) and self._quota_flagged.get(key.id) != day_ms:
             self._quota_flagged[key.id] = day_ms
             self.quota_crossed.append((key, used, quota, now_ms))

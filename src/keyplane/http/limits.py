@@ -28,7 +28,7 @@ from keyplane.auth.context import AuthContext
 from keyplane.errors import KeyplaneError, RateLimitedError
 from keyplane.http.errors import IpRateLimitedError
 from keyplane.policy import RoutePolicy
-from keyplane.quota import DailyQuotaExceededError, QuotaCounter, QuotaDecision, day_start_ms
+from keyplane.quota import DailyQuotaExceededError, QuotaCounter, QuotaDecision
 from keyplane.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter
 
 __all__ = [
@@ -169,8 +169,7 @@ class RequestLimits:
             raise DailyQuotaExceededError(reset_at_ms=decision.reset_at_ms, limit=quota)
         self.quota_decisions["allowed"] += 1
         if self.signals is not None:
-            day = day_start_ms(now_ms)
-            self.signals.quota_used(caller.key, decision.used, quota, now_ms, day)
+            self.signals.quota_used(caller.key, decision.used, quota, now_ms)
         return decision
 
     def _counted(

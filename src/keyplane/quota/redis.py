@@ -18,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from keyplane.keys.model import DAY_MS
-from keyplane.quota.protocol import QuotaDecision, day_start_ms
+from keyplane.quota.protocol import QuotaDecision, next_day_ms
 from keyplane.redis_client import CoalescedCalls, fail_fast_client
 
 __all__ = ["DEFAULT_PREFIX", "RedisQuotaCounter"]
@@ -77,7 +77,7 @@ class RedisQuotaCounter:
         """Count one request (see QuotaCounter.hit); raises RedisError."""
         if quota < 1:
             raise ValueError(f"quota must be >= 1, got {quota}")
-        reset = day_start_ms(now_ms) + DAY_MS
+        reset = next_day_ms(now_ms)
         allowed, count = await self._calls.submit(
             (self._key(api_key, now_ms), (quota, reset - now_ms + EXPIRY_GRACE_MS))
         )

@@ -151,21 +151,31 @@ class UsageWriter:
         # rows taken off the queue are written or spilled even when the task is cancelled
         with anyio.CancelScope(shield=True):
             while left > 0 and self._queue:
-                batch: list[UsageEvent] = []
-                prepared: Sequence[UsageEvent] | None = None
-                while len(batch) < min(left, self.batch_rows):
-                    room = min(left, self.batch_rows) - len(batch)
-                    piece = self._take(min(room, PREPARE_ROWS))
-                    if not piece:
-                        break
-                    if store_ok and (prepared is not None or not batch):
-                        prepared = self._prepare(piece, prepared)
-                    batch.extend(piece)
-                    await anyio.sleep(0)
+                batch, prepared = await self._next_batch(left, prepare=store_ok)
                 left -= len(batch)
                 latest = last_used_of(batch)
                 store_ok = await anyio.to_thread.run_sync(self._write, batch, prepared, latest)
             await anyio.to_thread.run_sync(self._settle, store_ok)
+
+    async def _next_batch(
+        self, limit: int, *, prepare: bool
+    ) -> tuple[list[UsageEvent], Sequence[UsageEvent] | None]:
+        """Up to limit rows (at most batch_rows) off the queue, PREPARE_ROWS at a time with a
+        yield to the event loop in between, and what Store.prepare_usage made of them (None
+        when prepare is False, the store being down, or when preparing failed)."""
+        batch: list[UsageEvent] = []
+        prepared: Sequence[UsageEvent] | None = None
+        want = min(limit, self.batch_rows)
+        while len(batch) < want:
+            piece = self._take(min(want - len(batch), PREPARE_ROWS))
+            if not piece:  # another flush (shutdown drain) took the rest
+                break
+            if prepare:
+                prepared = self._prepare(piece, prepared)
+                prepare = prepared is not None
+            batch.extend(piece)
+            await anyio.sleep(0)
+        return batch, prepared
 
     async def drain(self) -> int:
         """Flush everything queued (shutdown); returns rows taken off the queue."""
@@ -222,10 +232,10 @@ class UsageWriter:
                 self._report_lost()
 
     def _take(self, limit: int | None = None) -> list[UsageEvent]:
-        """Up to batch_rows (and limit) rows off the queue, each with its row_id."""
+        """Up to limit (default batch_rows) rows off the queue, each with its row_id."""
         pop, with_id = self._queue.popleft, self._with_id
         batch: list[UsageEvent] = []
-        count = min(len(self._queue), self.batch_rows, self.batch_rows if limit is None else limit)
+        count = min(len(self._queue), self.batch_rows if limit is None else limit)
         try:
             for _ in range(count):
                 batch.append(with_id(pop()))
