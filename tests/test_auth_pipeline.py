@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from keyplane.auth.headers import parse_auth_headers, parse_query, query_sign_candidates
-from keyplane.auth.pipeline import HmacVerifier, KeyEntry, authenticate, authorize
+from keyplane.auth.pipeline import KeyEntry, authenticate, authorize
 from keyplane.errors import (
     ApiKeyExpiredError,
     AuthenticationFailedError,
@@ -32,7 +32,7 @@ from keyplane.keys import (
 )
 from keyplane.policy import find_route
 from keyplane.secret import Secret
-from keyplane.signing import sign_hmac, string_to_sign
+from keyplane.signing import HmacKey, sign_hmac, string_to_sign
 
 NOW = 1_700_000_000_000
 SECRET = "s" * 36
@@ -52,7 +52,7 @@ def make_entry(**changes: object) -> KeyEntry:
         expires_at_ms=NOW + 10_000,
     ).with_changes(**changes)
     account = Account(uid=100001, parent_uid=None, created_at_ms=NOW - 5000)
-    return KeyEntry(key=key, account=account, verifier=HmacVerifier.from_secret(Secret(SECRET)))
+    return KeyEntry(key=key, account=account, verifier=HmacKey(Secret(SECRET)))
 
 
 def headers(

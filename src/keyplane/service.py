@@ -18,7 +18,7 @@ from typing import Any
 
 from keyplane.audit import AuditAction, AuditEvent, ChainReport, CheckpointSigner, verify_chain
 from keyplane.audit.changes import account_fields, changed, key_fields
-from keyplane.auth.pipeline import HmacVerifier, KeyEntry, RsaVerifier, Verifier
+from keyplane.auth.pipeline import KeyEntry, RsaVerifier, Verifier
 from keyplane.clock import Clock
 from keyplane.errors import NotFoundError, ParameterError
 from keyplane.keys import (
@@ -38,7 +38,7 @@ from keyplane.keys import (
 )
 from keyplane.policy import check_rate_overrides
 from keyplane.secret import Secret
-from keyplane.signing import load_rsa_public_key
+from keyplane.signing import HmacKey, load_rsa_public_key
 from keyplane.store.protocol import PurgeResult, Store
 
 __all__ = [
@@ -558,9 +558,7 @@ class KeyService:
     def _verifier(self, key: ApiKey) -> Verifier:
         if key.key_type is KeyType.RSA:
             return RsaVerifier(load_rsa_public_key(key.rsa_public_key or ""))
-        return HmacVerifier.from_secret(
-            self.kek.decrypt(key.secret_ciphertext or b"", associated=key.api_key)
-        )
+        return HmacKey(self.kek.decrypt(key.secret_ciphertext or b"", associated=key.api_key))
 
     def _live_key(self, api_key: str) -> ApiKey:
         key = self.get_key(api_key)

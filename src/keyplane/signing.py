@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hmac as crypto_hmac
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from keyplane.secret import Secret
@@ -55,6 +54,10 @@ def ws_string_to_sign(expires: int | str) -> bytes:
     return b"GET/realtime" + str(expires).encode("ascii")
 
 
+#: an HMAC-SHA256 signature in hex: 32 bytes, 64 digits.
+_HMAC_HEX_CHARS = 64
+
+
 def _secret_bytes(secret: Secret[str] | str) -> bytes:
     raw = secret.reveal() if isinstance(secret, Secret) else secret
     return raw.encode("utf-8")
@@ -62,49 +65,55 @@ def _secret_bytes(secret: Secret[str] | str) -> bytes:
 
 def sign_hmac(secret: Secret[str] | str, message: bytes) -> str:
     """HMAC-SHA256 of message under secret, as lowercase hex (64 chars)."""
-    return hmac.new(_secret_bytes(secret), message, hashlib.sha256).hexdigest()
+    return HmacKey(secret).sign(message)
 
 
 def verify_hmac(secret: Secret[str] | str, message: bytes, signature: str) -> bool:
-    """True when signature (hex, any case) is HMAC-SHA256(secret, message).
+    """True when signature (64 hex digits, any case) is HMAC-SHA256(secret, message).
 
-    Compared in constant time (hmac.compare_digest); never raises on malformed input.
+    Compared in constant time (HmacKey.verify); never raises on malformed input.
     """
-    expected = sign_hmac(secret, message).encode("ascii")
-    try:
-        given = signature.lower().encode("ascii")
-    except UnicodeEncodeError:
-        return False
-    return hmac.compare_digest(expected, given)
+    return HmacKey(secret).verify(message, signature)
 
 
 class HmacKey:
     """An HMAC-SHA256 key prepared once (inner/outer pads hashed) for many signatures.
 
-    The hot path keeps one per cached api key; repr is masked.
+    The hot path keeps one per cached api key as its verifier (keyplane.auth.pipeline.Verifier);
+    the work per request is three calls into OpenSSL through `cryptography` (copy, update,
+    constant-time verify). repr is masked.
     """
 
     __slots__ = ("_mac",)
 
     def __init__(self, secret: Secret[str] | str) -> None:
-        self._mac = hmac.new(_secret_bytes(secret), digestmod=hashlib.sha256)
+        self._mac = crypto_hmac.HMAC(_secret_bytes(secret), hashes.SHA256())
 
     def __repr__(self) -> str:
         return "HmacKey('**********')"
 
     def sign(self, message: bytes) -> str:
-        """HMAC-SHA256 of message, lowercase hex."""
+        """HMAC-SHA256 of message, lowercase hex (64 chars)."""
         mac = self._mac.copy()
         mac.update(message)
-        return mac.hexdigest()
+        return mac.finalize().hex()
 
     def verify(self, message: bytes, signature: str) -> bool:
-        """Constant-time check of a hex signature (any case); never raises."""
-        try:
-            given = signature.lower().encode("ascii")
-        except UnicodeEncodeError:
+        """True when signature (64 hex digits, any case) is HMAC-SHA256(key, message); compared
+        in constant time by OpenSSL (cryptography's HMAC.verify); never raises."""
+        if len(signature) != _HMAC_HEX_CHARS:
             return False
-        return hmac.compare_digest(self.sign(message).encode("ascii"), given)
+        try:
+            given = bytes.fromhex(signature)
+        except ValueError:
+            return False
+        mac = self._mac.copy()
+        mac.update(message)
+        try:
+            mac.verify(given)
+        except InvalidSignature:
+            return False
+        return True
 
 
 def load_rsa_private_key(pem: Secret[str] | str) -> rsa.RSAPrivateKey:

@@ -38,13 +38,11 @@ from keyplane.errors import (
 )
 from keyplane.keys.model import Account, AccountStatus, ApiKey, KeyStatus
 from keyplane.policy import RoutePolicy
-from keyplane.secret import Secret
-from keyplane.signing import HmacKey, string_to_sign, verify_rsa, ws_string_to_sign
+from keyplane.signing import string_to_sign, verify_rsa, ws_string_to_sign
 
 __all__ = [
     "FUTURE_TOLERANCE_MS",
     "MAX_RECV_WINDOW_MS",
-    "HmacVerifier",
     "KeyEntry",
     "RsaVerifier",
     "Verifier",
@@ -62,27 +60,12 @@ MAX_RECV_WINDOW_MS = 60_000
 
 
 class Verifier(Protocol):
-    """Checks a signature over a message for one key."""
+    """Checks a signature over a message for one key: keyplane.signing.HmacKey (HMAC keys) or
+    RsaVerifier (RSA keys)."""
 
     def verify(self, message: bytes, signature: str) -> bool:
         """True when signature is valid for message; never raises."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class HmacVerifier:
-    """HMAC-SHA256 (lowercase hex) under the key's decrypted secret; repr is masked."""
-
-    key: HmacKey
-
-    @classmethod
-    def from_secret(cls, secret: Secret[str]) -> HmacVerifier:
-        """Prepare the HMAC key once, for every later request of this api key."""
-        return cls(HmacKey(secret))
-
-    def verify(self, message: bytes, signature: str) -> bool:
-        """Constant-time HMAC check (keyplane.signing.HmacKey.verify)."""
-        return self.key.verify(message, signature)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from keyplane.alerts.signals import AlertSignals
 from keyplane.auth.context import AuthContext
 from keyplane.errors import KeyplaneError, RateLimitedError
 from keyplane.http.errors import IpRateLimitedError
+from keyplane.keys.limits import RateOverrides
 from keyplane.policy import RoutePolicy
 from keyplane.quota import DailyQuotaExceededError, QuotaCounter, QuotaDecision
 from keyplane.ratelimit import Decision, MemoryRateLimiter, Rate, RateLimiter
@@ -50,6 +51,10 @@ DEFAULT_IP_RATE = Rate(600, 5000)
 #: passes the timestamp check from seeing a reset in its past; Bybit's per-second windows
 #: likewise reset within the next second. Early retries are still allowed when budget returns.
 MIN_RESET_AHEAD_MS = 1000
+#: most (key, route, category) budgets remembered before the memo starts over.
+_MAX_MEMO_BUDGETS = 100_000
+
+_MemoBudget = tuple[RateOverrides, RateOverrides, RoutePolicy, "tuple[str, Rate] | None"]
 
 
 def limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -86,6 +91,9 @@ class RequestLimits:
         self.decisions: Counter[str] = Counter()
         self.quota_decisions: Counter[str] = Counter()
         self._banned_until: dict[str, int] = {}
+        # (key id, route path, category) -> what _budget() answered, and the overrides and route
+        # it answered for (see _key_budget)
+        self._budgets: dict[tuple[int, str, str | None], _MemoBudget] = {}
         # the in-process limiter decides synchronously and cannot fail: skip the coroutine
         limiter = self.limiter
         self._decide_now = limiter.decide if isinstance(limiter, MemoryRateLimiter) else None
@@ -123,7 +131,7 @@ class RequestLimits:
         route has no budget or the backend failed open. Raises RateLimitedError (10006) over
         budget, KeyplaneError (10016) when the backend failed and the route fails closed.
         """
-        budget = _budget(caller, policy, category)
+        budget = self._key_budget(caller, policy, category)
         if budget is None:
             return None
         bucket, rate = budget
@@ -136,7 +144,7 @@ class RequestLimits:
         """check_key() without a coroutine, for the in-process limiter only (see in_process):
         the request path's common case. Same result and errors as check_key()."""
         assert self._decide_now is not None, "check_key_now needs the in-process limiter"
-        budget = _budget(caller, policy, category)
+        budget = self._key_budget(caller, policy, category)
         if budget is None:
             return None
         bucket, rate = budget
@@ -194,6 +202,28 @@ class RequestLimits:
                 bucket, caller.key, decision.limit, decision.remaining, window_ms, now_ms
             )
         return decision
+
+    def _key_budget(
+        self, caller: AuthContext, policy: RoutePolicy, category: str | None
+    ) -> tuple[str, Rate] | None:
+        """_budget(), remembered per (key, route, category) for as long as the key's and its
+        account's overrides are the same objects: a key or account change reloads the key
+        (keyplane.auth.cache), which brings new override objects and so a fresh answer."""
+        memo_key = (caller.key.id, policy.path, category)
+        key_limits, account_limits = caller.key.rate_limits, caller.account.rate_limits
+        memo = self._budgets.get(memo_key)
+        if (
+            memo is not None
+            and memo[0] is key_limits
+            and memo[1] is account_limits
+            and memo[2] is policy
+        ):
+            return memo[3]
+        budget = _budget(caller, policy, category)
+        if len(self._budgets) >= _MAX_MEMO_BUDGETS:  # categories are caller-chosen text
+            self._budgets.clear()
+        self._budgets[memo_key] = (key_limits, account_limits, policy, budget)
+        return budget
 
     async def _hit(self, bucket: str, rate: Rate, now_ms: int, *, write: bool) -> Decision | None:
         if self._decide_now is not None:

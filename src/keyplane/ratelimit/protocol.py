@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
 
 __all__ = ["Decision", "Rate", "RateLimiter", "gcra", "parse_rate"]
 
@@ -24,20 +24,24 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}
 
 @dataclass(frozen=True, slots=True)
 class Rate:
-    """A budget: limit requests (int > 0) per window_ms (int, ms)."""
+    """A budget: limit requests (int > 0) per window_ms (int, ms > 0).
+
+    interval_ms (float, ms) is the emission interval T = window_ms / limit, worked out once here
+    because every decision needs it. Raises ValueError for a limit or window below 1.
+    """
 
     limit: int
     window_ms: int = 1000
+    interval_ms: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def interval_ms(self) -> float:
-        """Emission interval T in ms (window / limit)."""
-        return self.window_ms / self.limit
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.window_ms < 1:
+            raise ValueError(f"a rate needs limit >= 1 and window_ms >= 1, got {self!r}")
+        object.__setattr__(self, "interval_ms", self.window_ms / self.limit)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The answer for one request.
+class Decision(NamedTuple):
+    """The answer for one request (a tuple: built on every request, compared by value).
 
     allowed: bool. limit: int, the budget. remaining: int, requests still allowed right now.
     reset_at_ms: int, ms since epoch when the next request will be allowed (now when it already
