@@ -46,17 +46,9 @@ class AuthHeaders(NamedTuple):
     recv_window_ms: int
 
 
-def _decode(name: bytes, value: bytes) -> str:
-    if len(value) > _MAX_HEADER_CHARS:
-        raise ParameterError(f"{name.decode()} header is too long")
-    try:
-        return value.decode("ascii").strip()
-    except UnicodeDecodeError as exc:
-        raise ParameterError(f"{name.decode()} header must be ASCII") from exc
-
-
 def _as_int(name: str, text: str) -> int:
-    if not text.isascii() or not text.isdigit() or len(text) > 16:
+    """text (ASCII, stripped) as a non-negative int; raises ParameterError (10001) otherwise."""
+    if not text.isdigit() or len(text) > 16:  # decoded as ASCII: isdigit means 0-9 here
         raise ParameterError(f"{name} must be a non-negative integer, got {text[:32]!r}")
     return int(text)
 
@@ -68,34 +60,36 @@ def parse_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> AuthHeader
     ParameterError (10001) when a header is duplicated, non-ASCII, over 1024 bytes, missing
     (timestamp, sign) or not a number (timestamp, recv_window).
     """
-    raw: dict[bytes, bytes] = {}
+    found: dict[bytes, str] = {}
     for name, value in raw_headers:
         if name in _WANTED:
-            if name in raw:
+            if name in found:
                 raise ParameterError(f"duplicated header {name.decode()}")
-            raw[name] = value
-    api_key = _decode(_API_KEY, raw[_API_KEY]) if _API_KEY in raw else ""
+            if len(value) > _MAX_HEADER_CHARS:
+                raise ParameterError(f"{name.decode()} header is too long")
+            try:
+                found[name] = value.decode("ascii").strip()
+            except UnicodeDecodeError as exc:
+                raise ParameterError(f"{name.decode()} header must be ASCII") from exc
+    api_key = found.get(_API_KEY)
     if not api_key:
         raise InvalidApiKeyError("API key is invalid. (missing X-BAPI-API-KEY header)")
-    timestamp_text = _decode(_TIMESTAMP, raw[_TIMESTAMP]) if _TIMESTAMP in raw else ""
+    timestamp_text = found.get(_TIMESTAMP)
     if not timestamp_text:
         raise ParameterError("missing X-BAPI-TIMESTAMP header")
-    signature = _decode(_SIGN, raw[_SIGN]) if _SIGN in raw else ""
+    signature = found.get(_SIGN)
     if not signature:
         raise ParameterError("missing X-BAPI-SIGN header")
-    recv_window_text = _decode(_RECV_WINDOW, raw[_RECV_WINDOW]) if _RECV_WINDOW in raw else ""
-    recv_window_ms = (
-        _as_int("X-BAPI-RECV-WINDOW", recv_window_text)
-        if recv_window_text
-        else DEFAULT_RECV_WINDOW_MS
-    )
+    recv_window_text = found.get(_RECV_WINDOW, "")
     return AuthHeaders(
         api_key,
         timestamp_text,
         _as_int("X-BAPI-TIMESTAMP", timestamp_text),
         signature,
         recv_window_text,
-        recv_window_ms,
+        _as_int("X-BAPI-RECV-WINDOW", recv_window_text)
+        if recv_window_text
+        else DEFAULT_RECV_WINDOW_MS,
     )
 
 

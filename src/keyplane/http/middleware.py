@@ -1,7 +1,8 @@
 """The auth middleware: raw ASGI on the hot path.
 
-For every HTTP request: route lookup (10017 / HTTP 404), method check (HTTP 400), body read with
-a size cap (HTTP 413, before the body is read whole), then for private routes the pipeline of
+For every HTTP request: route lookup (10017 / HTTP 404), method check (HTTP 400), for POST the
+body read with a size cap (HTTP 413, before the body is read whole; a GET's parameters are its
+query string and its body is never read), then for private routes the pipeline of
 keyplane.auth (headers, key cache, timestamp, signature, state, expiry, IP), the replay guard
 for keys that have it (10014, keyplane.http.replay), permission, then parameter parsing. The
 verified AuthContext and the parsed params go into the ASGI scope for the route handlers. Every
@@ -220,7 +221,8 @@ class AuthMiddleware:
         policy = find_route(method, scope["path"])
         if policy is None:
             raise RouteNotFoundError()
-        read = await self._read_body(scope, receive)
+        # V5 GET parameters are the query string (the signed payload): a GET body is never read
+        read = await self._read_body(scope, receive) if method == "POST" else None
         body = read or b""
         raw_query: bytes = scope.get("query_string", b"")
         decision: Decision | None = None
