@@ -97,6 +97,8 @@ class RequestLimits:
         # the in-process limiter decides synchronously and cannot fail: skip the coroutine
         limiter = self.limiter
         self._decide_now = limiter.decide if isinstance(limiter, MemoryRateLimiter) else None
+        #: True when key budgets are decided in this process (check_key_now may be used)
+        self.in_process = self._decide_now is not None
 
     async def check_ip(self, client_ip: str, now_ms: int) -> None:
         """Raise IpRateLimitedError (HTTP 403) for a flooding or banned IP."""
@@ -115,11 +117,6 @@ class RequestLimits:
                 self._banned_until[client_ip] = until
             self.decisions["ip_limited"] += 1
             raise IpRateLimitedError(reset_at_ms=until, limit=decision.limit)
-
-    @property
-    def in_process(self) -> bool:
-        """True when key budgets are decided in this process (check_key_now may be used)."""
-        return self._decide_now is not None
 
     async def check_key(
         self, caller: AuthContext, policy: RoutePolicy, category: str | None, now_ms: int

@@ -162,11 +162,8 @@ class AuthMiddleware:
                 # the app's own X-Bapi-Limit* win (gateway mode, kind bybit: the upstream's)
                 if decision is not None and not (
                     self.upstream_limit_headers and _has_limit_headers(message["headers"])
-                ):
-                    message = {
-                        **message,
-                        "headers": [*message["headers"], *limit_headers(decision)],
-                    }
+                ):  # a new list: the app's own header list is left as it was
+                    message["headers"] = [*message["headers"], *limit_headers(decision)]
             elif usage is not None:
                 body = message.get("body", b"")
                 if not sent_bytes and body:
