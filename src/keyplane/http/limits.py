@@ -104,13 +104,32 @@ class RequestLimits:
         """Raise IpRateLimitedError (HTTP 403) for a flooding or banned IP."""
         if self.ip_rate is None:
             return
+        self._check_ban(client_ip, now_ms)
+        decision = await self._hit(f"ip:{client_ip}", self.ip_rate, now_ms, write=False)
+        self._count_ip(client_ip, decision, now_ms)
+
+    def check_ip_now(self, client_ip: str, now_ms: int) -> None:
+        """check_ip() without a coroutine, for the in-process limiter only (see in_process):
+        the request path's common case. Same result and errors as check_ip()."""
+        assert self._decide_now is not None, "check_ip_now needs the in-process limiter"
+        if self.ip_rate is None:
+            return
+        self._check_ban(client_ip, now_ms)
+        bucket = f"ip:{client_ip}"
+        self._count_ip(client_ip, self._decide_now(bucket, self.ip_rate, now_ms), now_ms)
+
+    def _check_ban(self, client_ip: str, now_ms: int) -> None:
+        """Raise IpRateLimitedError while client_ip is banned; forget a ban that ended."""
         banned_until = self._banned_until.get(client_ip)
         if banned_until is not None:
             if now_ms < banned_until:
                 self.decisions["ip_banned"] += 1
-                raise IpRateLimitedError(reset_at_ms=banned_until, limit=self.ip_rate.limit)
+                limit = self.ip_rate.limit if self.ip_rate is not None else 0
+                raise IpRateLimitedError(reset_at_ms=banned_until, limit=limit)
             del self._banned_until[client_ip]
-        decision = await self._hit(f"ip:{client_ip}", self.ip_rate, now_ms, write=False)
+
+    def _count_ip(self, client_ip: str, decision: Decision | None, now_ms: int) -> None:
+        """Raise IpRateLimitedError (and start the ban, if any) when decision refused."""
         if decision is not None and not decision.allowed:
             until = max(decision.reset_at_ms, now_ms + self.ip_ban_ms)
             if self.ip_ban_ms:

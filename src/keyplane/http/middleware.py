@@ -212,7 +212,10 @@ class AuthMiddleware:
         client_ip = client_ip_of(scope, self.trusted)
         limits = self.limits
         if limits.ip_rate is not None:
-            await limits.check_ip(client_ip, self.clock.now_ms())
+            if limits.in_process:
+                limits.check_ip_now(client_ip, self.clock.now_ms())
+            else:
+                await limits.check_ip(client_ip, self.clock.now_ms())
         if method not in ("GET", "POST"):
             raise MethodNotAllowedError()
         policy = find_route(method, scope["path"])
