@@ -257,17 +257,23 @@ class TestBybitGateway:
         assert cli_json("upstream", "show", db=db) == {}
 
 
+def generic_gateway_setup(tmp_path: Path, permissions: str) -> tuple[str, Any, Any]:
+    """A new SQLite store under tmp_path: (db URL, `keyplane init --json`, `keyplane keys create
+    --json` of a master-account key with permissions)."""
+    db = f"sqlite:///{tmp_path / 'gateway.db'}"
+    master = cli_json("init", db=db)
+    uid = str(master["uid"])
+    key = cli_json("keys", "create", "--uid", uid, "--permissions", permissions, db=db)
+    return db, master, key
+
+
 class TestGenericGateway:
     def test_pybit_through_a_generic_gateway(self, tmp_path: Path) -> None:
         """The default kind forwards pybit's request with the X-Keyplane-* identity of the
         verified key and none of pybit's own X-BAPI-* headers."""
         upstream = EchoUpstream()
-        db = f"sqlite:///{tmp_path / 'gateway.db'}"
-        master = cli_json("init", db=db)
-        key = cli_json(
-            "keys", "create", "--uid", str(master["uid"]), "--permissions",
-            "ContractTrade:Order,ContractTrade:Position", db=db,
-        )  # fmt: skip
+        permissions = "ContractTrade:Order,ContractTrade:Position"
+        db, master, key = generic_gateway_setup(tmp_path, permissions)
         with (
             running_server(upstream.app()) as upstream_url,
             serve(db, "--upstream", upstream_url) as url,
@@ -288,12 +294,7 @@ class TestGenericGateway:
         """`keyplane serve --upstream URL --gateway-max-response-bytes 16`: the upstream's
         answer (longer than 16 bytes) reaches pybit as retCode 10016, not the body."""
         upstream = EchoUpstream()
-        db = f"sqlite:///{tmp_path / 'gateway.db'}"
-        master = cli_json("init", db=db)
-        key = cli_json(
-            "keys", "create", "--uid", str(master["uid"]), "--permissions",
-            "ContractTrade:Position", db=db,
-        )  # fmt: skip
+        db, _, key = generic_gateway_setup(tmp_path, "ContractTrade:Position")
         with (
             running_server(upstream.app()) as upstream_url,
             serve(db, "--upstream", upstream_url, "--gateway-max-response-bytes", "16") as url,

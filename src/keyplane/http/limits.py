@@ -54,7 +54,7 @@ MIN_RESET_AHEAD_MS = 1000
 #: most (key, route, category) budgets remembered before the memo starts over.
 _MAX_MEMO_BUDGETS = 100_000
 
-_MemoBudget = tuple[RateOverrides, RateOverrides, RoutePolicy, "tuple[str, Rate] | None"]
+_MemoBudget = tuple[RateOverrides, RateOverrides, RoutePolicy, tuple[str, Rate] | None]
 
 
 def limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
@@ -104,7 +104,7 @@ class RequestLimits:
         """Raise IpRateLimitedError (HTTP 403) for a flooding or banned IP."""
         if self.ip_rate is None:
             return
-        self._check_ban(client_ip, now_ms)
+        self._check_ban(client_ip, self.ip_rate.limit, now_ms)
         decision = await self._hit(f"ip:{client_ip}", self.ip_rate, now_ms, write=False)
         self._count_ip(client_ip, decision, now_ms)
 
@@ -114,17 +114,17 @@ class RequestLimits:
         assert self._decide_now is not None, "check_ip_now needs the in-process limiter"
         if self.ip_rate is None:
             return
-        self._check_ban(client_ip, now_ms)
+        self._check_ban(client_ip, self.ip_rate.limit, now_ms)
         bucket = f"ip:{client_ip}"
         self._count_ip(client_ip, self._decide_now(bucket, self.ip_rate, now_ms), now_ms)
 
-    def _check_ban(self, client_ip: str, now_ms: int) -> None:
-        """Raise IpRateLimitedError while client_ip is banned; forget a ban that ended."""
+    def _check_ban(self, client_ip: str, limit: int, now_ms: int) -> None:
+        """Raise IpRateLimitedError (X-Bapi-Limit = limit, the IP budget) while client_ip is
+        banned; forget a ban that ended."""
         banned_until = self._banned_until.get(client_ip)
         if banned_until is not None:
             if now_ms < banned_until:
                 self.decisions["ip_banned"] += 1
-                limit = self.ip_rate.limit if self.ip_rate is not None else 0
                 raise IpRateLimitedError(reset_at_ms=banned_until, limit=limit)
             del self._banned_until[client_ip]
 

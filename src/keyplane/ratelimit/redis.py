@@ -144,9 +144,7 @@ class RedisRateLimiter:
 
     async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
         """Count one request (see keyplane.ratelimit.protocol.gcra); raises RedisError."""
-        if rate.limit < 1 or rate.window_ms < 1:
-            raise ValueError(f"rate needs limit >= 1 and window_ms >= 1, got {rate}")
-        self.hits += 1
+        self.hits += 1  # rate.limit and rate.window_ms are >= 1 (Rate refuses less)
         return await self._calls.submit(
             (self._prefix + bucket, (int(now_ms), rate.limit, rate.window_ms))
         )
