@@ -96,6 +96,11 @@ class TestHeaders:
         with pytest.raises(ParameterError, match="duplicated"):
             parse_auth_headers([*headers(), (b"x-bapi-sign", b"abc")])
 
+    def test_repeated_other_header_is_fine(self) -> None:
+        """Only the auth headers must be unique: a repeated Accept does not matter."""
+        raw = [(b"accept", b"*/*"), *headers(), (b"accept", b"application/json")]
+        assert parse_auth_headers(raw) == parse_auth_headers(headers())
+
     @pytest.mark.parametrize("bad", [b"abc", b"-5", b"1.5e12", b"\xff"])
     def test_non_numeric_timestamp_is_10001(self, bad: bytes) -> None:
         """Timestamp must be decimal digits."""
@@ -234,6 +239,17 @@ class TestPipelineOrder:
         else:
             with pytest.raises(UnmatchedIpError):
                 run(headers(), entry, ip=client)
+
+    def test_admitted_entry_still_expires_and_checks_each_new_ip(self) -> None:
+        """A key admitted before (its context remembered on the entry) still gets 33004 once
+        its expiry passes, and 10010 from an IP outside its list."""
+        entry = make_entry(ips=IpAllowlist.parse("10.0.0.0/8"), expires_at_ms=NOW + 5000)
+        run(headers(), entry, ip="10.2.3.4")
+        run(headers(ts=NOW + 1000), entry, ip="10.2.3.4", now=NOW + 1000)  # remembered: passes
+        with pytest.raises(UnmatchedIpError):
+            run(headers(ts=NOW + 1000), entry, ip="11.2.3.4", now=NOW + 1000)
+        with pytest.raises(ApiKeyExpiredError):
+            run(headers(ts=NOW + 5000), entry, ip="10.2.3.4", now=NOW + 5000)
 
 
 class TestAuthorize:

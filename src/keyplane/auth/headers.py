@@ -7,8 +7,8 @@ Rules (Bybit V5 guide, "Authentication for HTTP requests"): X-BAPI-API-KEY, X-BA
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import NamedTuple, NoReturn
 from urllib.parse import unquote
 
 from keyplane.errors import InvalidApiKeyError, ParameterError
@@ -27,7 +27,9 @@ _API_KEY = b"x-bapi-api-key"
 _TIMESTAMP = b"x-bapi-timestamp"
 _SIGN = b"x-bapi-sign"
 _RECV_WINDOW = b"x-bapi-recv-window"
-_WANTED = frozenset({_API_KEY, _TIMESTAMP, _SIGN, _RECV_WINDOW})
+#: the auth headers, in the order parse_auth_headers reads them
+_WANTED = (_API_KEY, _TIMESTAMP, _SIGN, _RECV_WINDOW)
+_WANTED_SET = frozenset(_WANTED)
 _MAX_HEADER_CHARS = 1024
 
 
@@ -53,34 +55,31 @@ def _as_int(name: str, text: str) -> int:
     return int(text)
 
 
-def parse_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> AuthHeaders:
+def parse_auth_headers(raw_headers: Sequence[tuple[bytes, bytes]]) -> AuthHeaders:
     """Pick and check the X-BAPI-* headers from ASGI (lowercase name, value) pairs.
 
     Raises InvalidApiKeyError (10003) when X-BAPI-API-KEY is missing or empty;
     ParameterError (10001) when a header is duplicated, non-ASCII, over 1024 bytes, missing
     (timestamp, sign) or not a number (timestamp, recv_window).
     """
-    found: dict[bytes, str] = {}
-    for name, value in raw_headers:
-        if name in _WANTED:
-            if name in found:
-                raise ParameterError(f"duplicated header {name.decode()}")
-            if len(value) > _MAX_HEADER_CHARS:
-                raise ParameterError(f"{name.decode()} header is too long")
-            try:
-                found[name] = value.decode("ascii").strip()
-            except UnicodeDecodeError as exc:
-                raise ParameterError(f"{name.decode()} header must be ASCII") from exc
-    api_key = found.get(_API_KEY)
+    found = dict(raw_headers)  # one pass in C; a repeated name keeps its last value
+    if len(found) < len(raw_headers):  # some name repeats: refused if it is an X-BAPI one
+        _refuse_repeated(raw_headers)
+    try:
+        api_key = found.get(_API_KEY, b"").decode("ascii").strip()
+        timestamp_text = found.get(_TIMESTAMP, b"").decode("ascii").strip()
+        signature = found.get(_SIGN, b"").decode("ascii").strip()
+        recv_window_text = found.get(_RECV_WINDOW, b"").decode("ascii").strip()
+    except UnicodeDecodeError:
+        _refuse_malformed(found)
+    if len(api_key) > _MAX_HEADER_CHARS or len(signature) > _MAX_HEADER_CHARS:
+        _refuse_malformed(found)  # (timestamp and recv_window: at most 16 digits, _as_int)
     if not api_key:
         raise InvalidApiKeyError("API key is invalid. (missing X-BAPI-API-KEY header)")
-    timestamp_text = found.get(_TIMESTAMP)
     if not timestamp_text:
         raise ParameterError("missing X-BAPI-TIMESTAMP header")
-    signature = found.get(_SIGN)
     if not signature:
         raise ParameterError("missing X-BAPI-SIGN header")
-    recv_window_text = found.get(_RECV_WINDOW, "")
     return AuthHeaders(
         api_key,
         timestamp_text,
@@ -91,6 +90,28 @@ def parse_auth_headers(raw_headers: Iterable[tuple[bytes, bytes]]) -> AuthHeader
         if recv_window_text
         else DEFAULT_RECV_WINDOW_MS,
     )
+
+
+def _refuse_malformed(found: dict[bytes, bytes]) -> NoReturn:
+    """Raise ParameterError (10001) naming the first auth header that is not ASCII or over 1024
+    bytes: the careful path, taken when parse_auth_headers' fast one found something wrong."""
+    for name in _WANTED:
+        value = found.get(name, b"")
+        if not value.isascii():
+            raise ParameterError(f"{name.decode()} header must be ASCII")
+        if len(value) > _MAX_HEADER_CHARS:
+            raise ParameterError(f"{name.decode()} header is too long")
+    raise ParameterError("malformed X-BAPI header")
+
+
+def _refuse_repeated(raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
+    """Raise ParameterError (10001) when an X-BAPI auth header appears more than once."""
+    seen: set[bytes] = set()
+    for name, _ in raw_headers:
+        if name in _WANTED_SET:
+            if name in seen:
+                raise ParameterError(f"duplicated header {name.decode()}")
+            seen.add(name)
 
 
 def query_sign_candidates(raw_query: bytes) -> tuple[bytes, ...]:

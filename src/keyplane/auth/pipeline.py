@@ -57,6 +57,9 @@ __all__ = [
 FUTURE_TOLERANCE_MS = 1000
 #: Largest recv_window accepted; pybit widens 5000 -> 7500 -> 10000 on 10002 retries.
 MAX_RECV_WINDOW_MS = 60_000
+#: most client IPs one KeyEntry remembers as admitted (see KeyEntry.admitted); past it, the
+#: checks simply run every time for new IPs.
+_MAX_ADMITTED_IPS = 1024
 
 
 class Verifier(Protocol):
@@ -81,11 +84,20 @@ class RsaVerifier:
 
 @dataclass(frozen=True, slots=True)
 class KeyEntry:
-    """A key ready for the hot path: the record, its account and its verifier."""
+    """A key ready for the hot path: the record, its account and its verifier.
+
+    admitted: client IP -> the AuthContext that passed check_key_state from that IP. Key and
+    account are immutable here, so those checks (status, account freeze, IP list) give the same
+    answer for the entry's life; only expiry depends on the clock and is checked every time. Any
+    change to the key or account brings a new entry (keyplane.auth.cache), hence a fresh memo.
+    """
 
     key: ApiKey
     account: Account
     verifier: Verifier
+    admitted: dict[str, AuthContext] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
 
 def check_timestamp(headers: AuthHeaders, now_ms: int) -> None:
@@ -137,21 +149,31 @@ def authenticate(
 def check_key_state(entry: KeyEntry | None, *, client_ip: str, now_ms: int) -> AuthContext:
     """Steps 2 and 5-7 for an already verified caller: known, not revoked, not suspended, account
     not frozen, not expired, client_ip admitted. Shared by REST, WebSocket auth and the
-    re-check of live WebSocket connections after a revocation broadcast.
+    re-check of live WebSocket connections after a revocation broadcast. The context that
+    passes is remembered per client IP on the entry (KeyEntry.admitted) and handed out again.
 
     now_ms: ms since epoch. Raises InvalidApiKeyError 10003, AuthenticationFailedError 10007,
     ApiKeyExpiredError 33004, UnmatchedIpError 10010.
     """
     if entry is None or entry.key.status is KeyStatus.REVOKED:
         raise InvalidApiKeyError()
-    key, account = entry.key, entry.account
+    key = entry.key
+    context = entry.admitted.get(client_ip)
+    if context is not None:  # state and IP passed for this entry: only expiry can change
+        if key.is_expired(now_ms):
+            raise ApiKeyExpiredError()
+        return context
+    account = entry.account
     if key.status is KeyStatus.SUSPENDED or account.status is AccountStatus.FROZEN:
         raise AuthenticationFailedError()
     if key.is_expired(now_ms):
         raise ApiKeyExpiredError()
     if not key.ips.allows(client_ip):
         raise UnmatchedIpError()
-    return AuthContext(key=key, account=account, client_ip=client_ip)
+    context = AuthContext(key=key, account=account, client_ip=client_ip)
+    if len(entry.admitted) < _MAX_ADMITTED_IPS:  # client IPs are caller-chosen (proxies)
+        entry.admitted[client_ip] = context
+    return context
 
 
 def authenticate_ws(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keyplane.ratelimit.protocol import Decision, Rate, gcra
+from keyplane.ratelimit.protocol import Decision, Rate, gcra_update
 
 __all__ = ["MemoryRateLimiter"]
 
@@ -17,19 +17,16 @@ class MemoryRateLimiter:
         self._hits = 0
 
     async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
-        """Count one request (see keyplane.ratelimit.protocol.gcra)."""
+        """Count one request (see keyplane.ratelimit.protocol.gcra_update)."""
         return self.decide(bucket, rate, now_ms)
 
     def decide(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
         """hit() without the coroutine: the in-process limiter never waits and never fails, so
         the request path calls this directly (keyplane.http.limits)."""
-        decision, new_tat = gcra(self._tat.get(bucket), rate, now_ms)
-        if new_tat is not None:
-            self._tat[bucket] = new_tat
         self._hits += 1
         if self._hits % _PRUNE_EVERY == 0:
             self._tat = {b: t for b, t in self._tat.items() if t > now_ms}
-        return decision
+        return gcra_update(self._tat, bucket, rate, now_ms)
 
     async def ping(self) -> None:
         """Always answers: the buckets live in this process."""

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
-__all__ = ["Decision", "Rate", "RateLimiter", "gcra", "parse_rate"]
+__all__ = ["Decision", "Rate", "RateLimiter", "gcra", "gcra_update", "parse_rate"]
 
 #: tolerance of the allow check, ms (see gcra()).
 EPSILON_MS = 0.001
@@ -73,6 +73,17 @@ class RateLimiter(Protocol):
 def gcra(tat_ms: float | None, rate: Rate, now_ms: int) -> tuple[Decision, float | None]:
     """Pure GCRA step: (decision, new TAT or None when unchanged) for a stored TAT (or None).
 
+    The arithmetic is gcra_update()'s, on a bucket holding tat_ms.
+    """
+    tats = {} if tat_ms is None else {"": tat_ms}
+    decision = gcra_update(tats, "", rate, now_ms)
+    return decision, tats[""] if decision.allowed else None
+
+
+def gcra_update(tats: dict[str, float], bucket: str, rate: Rate, now_ms: int) -> Decision:
+    """One GCRA step for bucket in tats (bucket -> TAT, float ms; a missing bucket is idle):
+    stores the new TAT when allowed, and returns the decision. The in-memory limiter's step.
+
     Allowed when tat - tau <= now (+ EPSILON_MS), with tau = window - T (the burst tolerance).
     TATs are float ms near 1.7e12, where one ulp is ~2e-4 ms: the 1 µs tolerance and the 1e-6
     nudge before flooring keep a burst at exactly `limit` despite rounding. The Redis script
@@ -80,14 +91,15 @@ def gcra(tat_ms: float | None, rate: Rate, now_ms: int) -> tuple[Decision, float
     """
     interval = rate.interval_ms
     tau = rate.window_ms - interval
-    tat = max(tat_ms if tat_ms is not None else now_ms, now_ms)
+    tat = tats.get(bucket, now_ms)
+    if tat < now_ms:
+        tat = now_ms
     allow_at = tat - tau - EPSILON_MS
     if now_ms < allow_at:
-        return Decision(False, rate.limit, 0, math.ceil(allow_at)), None
-    new_tat = tat + interval
+        return Decision(False, rate.limit, 0, math.ceil(allow_at))
+    tats[bucket] = tat + interval
     remaining = math.floor((tau - (tat - now_ms)) / interval + 1e-6)
-    remaining = max(0, min(rate.limit - 1, remaining))
-    return Decision(True, rate.limit, remaining, now_ms), new_tat
+    return Decision(True, rate.limit, max(0, min(rate.limit - 1, remaining)), now_ms)
 
 
 def parse_rate(text: str) -> Rate:
