@@ -33,9 +33,11 @@ test: lint typecheck pytest
 # needs PostgreSQL (KEYPLANE_BENCH_POSTGRES_URL, default the local `test` db) and redis-server
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
+	command -v valgrind >/dev/null || (apt-get update -q && apt-get install -y -q valgrind)
 	$(BIN)/python bench/auth_overhead.py --limiter memory
 	$(BIN)/python bench/auth_overhead.py --limiter redis
 	$(BIN)/python bench/inprocess.py
+	$(BIN)/python bench/instructions.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/revocation.py
 	$(BIN)/python bench/usage_ingest.py
