@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import httpx
 import redis
@@ -159,6 +160,27 @@ def signed_headers(key: BenchKey, query: str = QUERY) -> list[str]:
     ts = int(time.time() * 1000) - 100
     headers = signed_http_headers(key, query.encode(), recv_window=RECV_WINDOW, ts_ms=ts)
     return [f"{name}: {value}" for name, value in headers.items()]
+
+
+def signed_get_scope(headers: Sequence[str]) -> dict[str, Any]:
+    """The ASGI HTTP scope of GET PATH?QUERY from 127.0.0.1 with `headers` ("Name: value"
+    lines, as signed_headers gives them), for driving an app in process without a server."""
+    raw = [line.split(": ", 1) for line in headers]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": QUERY.encode(),
+        "root_path": "",
+        "headers": [(n.lower().encode(), v.encode()) for n, v in raw] + [(b"host", b"127.0.0.1")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
 
 
 # --- wrk ---------------------------------------------------------------------------------------

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from apps import build
-from common import PATH, QUERY, app_bench_setup, private_redis, run_main, signed_headers
+from common import (
+    PATH,
+    QUERY,
+    app_bench_setup,
+    private_redis,
+    run_main,
+    signed_get_scope,
+    signed_headers,
+)
 
 MODES = ("noauth", "memory", "redis")
 
@@ -37,22 +45,7 @@ MODES = ("noauth", "memory", "redis")
 async def cpu_per_request(app: Any, headers: list[str], requests: int, concurrency: int) -> float:
     """µs of this process's CPU per request over `requests` requests, `concurrency` at a time
     (after a warm-up of 100 per worker); raises when a reply is not HTTP 200 with retCode 0."""
-    raw = [(h.split(": ", 1)[0].lower().encode(), h.split(": ", 1)[1].encode()) for h in headers]
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": PATH,
-        "raw_path": PATH.encode(),
-        "query_string": QUERY.encode(),
-        "root_path": "",
-        "headers": [*raw, (b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 80),
-        "state": {},
-    }
+    scope = signed_get_scope(headers)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

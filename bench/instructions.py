@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from apps import build
-from common import PATH, QUERY, app_bench_setup, run_main, signed_headers
+from common import PATH, QUERY, app_bench_setup, run_main, signed_get_scope, signed_headers
 
 from keyplane.clock import SystemClock
 
@@ -62,23 +62,7 @@ def child(mode: str, requests: int) -> None:
 
         SystemClock.now_ms = slow_now_ms  # type: ignore[method-assign]
         app = build(mode, db, key.api_key)
-        raw = [h.split(": ", 1) for h in signed_headers(key)]
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": PATH,
-            "raw_path": PATH.encode(),
-            "query_string": QUERY.encode(),
-            "root_path": "",
-            "headers": [(n.lower().encode(), v.encode()) for n, v in raw]
-            + [(b"host", b"127.0.0.1")],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 80),
-            "state": {},
-        }
+        scope = signed_get_scope(signed_headers(key))
         refused: list[bytes] = []
 
         async def receive() -> dict[str, Any]:
