@@ -63,6 +63,7 @@ __all__ = [
     "run_wrk",
     "run_wrk_cpu",
     "scrape",
+    "signed_get_scope",
     "signed_headers",
     "signed_http_headers",
     "spread",

@@ -29,7 +29,6 @@ _SIGN = b"x-bapi-sign"
 _RECV_WINDOW = b"x-bapi-recv-window"
 #: the auth headers, in the order parse_auth_headers reads them
 _WANTED = (_API_KEY, _TIMESTAMP, _SIGN, _RECV_WINDOW)
-_WANTED_SET = frozenset(_WANTED)
 _MAX_HEADER_CHARS = 1024
 
 
@@ -108,7 +107,7 @@ def _refuse_repeated(raw_headers: Sequence[tuple[bytes, bytes]]) -> None:
     """Raise ParameterError (10001) when an X-BAPI auth header appears more than once."""
     seen: set[bytes] = set()
     for name, _ in raw_headers:
-        if name in _WANTED_SET:
+        if name in _WANTED:
             if name in seen:
                 raise ParameterError(f"duplicated header {name.decode()}")
             seen.add(name)

@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol
 
 __all__ = ["Decision", "Rate", "RateLimiter", "gcra", "gcra_update", "parse_rate"]
 
-#: tolerance of the allow check, ms (see gcra()).
+#: tolerance of the allow check, ms (see gcra_update()).
 EPSILON_MS = 0.001
 _RATE_TEXT = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*(ms|s|m|min)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "min": 60_000}

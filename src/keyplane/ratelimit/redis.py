@@ -14,9 +14,9 @@ arbitrary, so this needs a single Redis (or a primary behind Sentinel), not Redi
 
 Each bucket is one Redis string `<prefix><bucket>` holding its TAT (theoretical arrival time, ms
 since epoch) as a decimal string written with 17 significant digits, so the stored value reads
-back as the exact same double. The script replays keyplane.ratelimit.protocol.gcra() operation
-for operation (including Python's float floor division), so a Redis-backed node decides exactly
-like an in-memory one; tests/ratelimit proves that on random request sequences.
+back as the exact same double. The script replays keyplane.ratelimit.protocol.gcra_update()
+operation for operation (including Python's float floor division), so a Redis-backed node decides
+exactly like an in-memory one; tests/ratelimit proves that on random request sequences.
 
 Time comes from the caller (`now_ms`, an injected clock), not from Redis `TIME`: frozen clocks
 work in tests and the script stays deterministic for replication. The price: every node sharing
@@ -46,8 +46,8 @@ _Hit = tuple[str, tuple[int, int, int]]
 
 # KEYS: the batch's bucket keys, in order. ARGV[1] grace_ms, then for bucket i (1-based) now_ms,
 # limit, window_ms at ARGV[3i-1], ARGV[3i], ARGV[3i+1]. Returns {allowed 0|1, remaining,
-# reset_at_ms} per bucket, flattened, in order. Each step mirrors gcra() step by step; keep the
-# two in sync (the contract suite checks). A bucket named twice sees its own earlier step.
+# reset_at_ms} per bucket, flattened, in order. Each step mirrors gcra_update() step by step;
+# keep the two in sync (the contract suite checks). A bucket named twice sees its own earlier step.
 _GCRA_LUA = """
 local grace = tonumber(ARGV[1])
 local out = {}
@@ -143,7 +143,7 @@ class RedisRateLimiter:
         return self._prefix
 
     async def hit(self, bucket: str, rate: Rate, now_ms: int) -> Decision:
-        """Count one request (see keyplane.ratelimit.protocol.gcra); raises RedisError."""
+        """Count one request (see keyplane.ratelimit.protocol.gcra_update); raises RedisError."""
         self.hits += 1  # rate.limit and rate.window_ms are >= 1 (Rate refuses less)
         return await self._calls.submit(
             (self._prefix + bucket, (int(now_ms), rate.limit, rate.window_ms))
