@@ -14,7 +14,7 @@ Series (all counters are totals since the process started):
 - keyplane_replay_checks_total{outcome}: replay-guard checks of keys with replay_guard on:
   passed, refused (10014), failed_open, failed_closed (the replay store's fail policy).
 - keyplane_ratelimit_backend_round_trips_total: round trips to Redis (at most one a decision;
-  concurrent decisions share one pipelined round trip).
+  concurrent decisions share one round trip, one script call).
 - keyplane_gateway_upstream_requests_total / _failures_total: gateway mode only.
 - keyplane_websocket_connections: gauge of open private WebSocket connections.
 - keyplane_usage_queue_depth (gauge), keyplane_usage_rows_written_total, _spilled_total,

@@ -95,11 +95,12 @@ class RedisRateLimiter:
     cannot answer; it never guesses. The caller applies its fail-open or fail-closed policy
     (and counts it). Nodes sharing a Redis need NTP-synced clocks (see the module docstring).
 
-    Concurrent hits are coalesced into one pipelined round trip (see the module docstring); one
-    hit alone is one EVALSHA. round_trips counts the round trips sent (<= hits): one per batch,
-    plus one when Redis had lost the script (restart, SCRIPT FLUSH: EVALSHA answers NOSCRIPT,
-    then EVAL runs and caches it). Retries on a dead connection inside redis-py (the client's
-    `retry` policy) are not counted. hits counts decisions asked for.
+    Concurrent hits are coalesced into one round trip, a single EVALSHA for the whole batch (see
+    the module docstring); one hit alone is an EVALSHA of one bucket. round_trips counts the
+    round trips sent (<= hits): one per batch, plus one when Redis had lost the script
+    (restart, SCRIPT FLUSH: EVALSHA answers NOSCRIPT, then EVAL runs and caches it). Retries
+    on a dead connection inside redis-py (the client's `retry` policy) are not counted. hits
+    counts decisions asked for.
     """
 
     def __init__(
