@@ -6,7 +6,13 @@ STAMP  := $(VENV)/.installed
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest compiled test-compiled bench bench-compiled clean
+
+# The same package with its request hot path compiled by mypyc (src/keyplane/build.py): a
+# second, non-editable environment, rebuilt when a source file changes.
+CVENV  := .venv-compiled
+CBIN   := $(CVENV)/bin
+CSTAMP := $(CVENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "keyplane needs Python 3.11+"'
@@ -14,6 +20,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(CSTAMP): pyproject.toml setup.py $(shell find src -name '*.py')
+	test -x $(CBIN)/python || $(PYTHON) -m venv $(CVENV)
+	$(CBIN)/python -m pip install --quiet --upgrade pip 'setuptools>=77'
+	$(CBIN)/python -m pip install --quiet '.[test]'
+	KEYPLANE_COMPILE=1 $(CBIN)/python -m pip install --quiet --no-build-isolation --no-deps \
+		--force-reinstall .
+	$(CBIN)/python -c 'import keyplane.build as b; \
+		assert b.hot_path_build() == "compiled", b.compiled_modules()'
+	touch $(CSTAMP)
+
+compiled: $(CSTAMP)
+
+test-compiled: $(CSTAMP)
+	KEYPLANE_EXPECT_BUILD=compiled $(CBIN)/pytest
 
 run: $(STAMP)
 	$(BIN)/keyplane serve --host $(HOST) --port $(PORT)
@@ -26,7 +47,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	KEYPLANE_EXPECT_BUILD=python $(BIN)/pytest
 
 test: lint typecheck pytest
 
@@ -44,5 +65,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/usage_overhead.py
 	$(BIN)/python bench/suspension.py
 
+# the benchmarks again, on the compiled build
+bench-compiled: $(CSTAMP)
+	$(MAKE) bench BIN=$(CBIN) STAMP=$(CSTAMP)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CVENV) build .pytest_cache .mypy_cache .ruff_cache

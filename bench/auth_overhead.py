@@ -53,6 +53,8 @@ from common import (
     stop_process,
 )
 
+from keyplane.build import hot_path_build
+
 #: commands the bench itself sends between two redis_command_counts() readings (its INFOs)
 _BENCH_REDIS_COMMANDS = 2
 
@@ -130,7 +132,7 @@ def main() -> None:
         urls = {mode: f"http://127.0.0.1:{port}" for mode, port in ports.items()}
         print(
             f"limiter {args.limiter}: {args.rounds} rounds of {args.seconds} s, "
-            f"wrk -t1 -c{args.connections}, GET {PATH}?{QUERY}",
+            f"wrk -t1 -c{args.connections}, GET {PATH}?{QUERY}, hot path: {hot_path_build()}",
             flush=True,
         )
 

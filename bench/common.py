@@ -156,9 +156,10 @@ def signed_http_headers(
     }
 
 
-def signed_headers(key: BenchKey, query: str = QUERY) -> list[str]:
-    """wrk -H lines valid for the next ~55 s (recv_window 60 s, timestamp 100 ms in the past)."""
-    ts = int(time.time() * 1000) - 100
+def signed_headers(key: BenchKey, query: str = QUERY, now_ms: int | None = None) -> list[str]:
+    """wrk -H lines valid for the next ~55 s (recv_window 60 s, timestamp 100 ms before now_ms,
+    default the wall clock)."""
+    ts = (now_ms if now_ms is not None else int(time.time() * 1000)) - 100
     headers = signed_http_headers(key, query.encode(), recv_window=RECV_WINDOW, ts_ms=ts)
     return [f"{name}: {value}" for name, value in headers.items()]
 

@@ -39,6 +39,8 @@ from common import (
     signed_headers,
 )
 
+from keyplane.build import hot_path_build
+
 MODES = ("noauth", "memory", "redis")
 
 
@@ -88,7 +90,7 @@ def main() -> None:
         cpu: dict[str, list[float]] = {mode: [] for mode in MODES}
         print(
             f"{args.rounds} rounds of {args.requests} requests, {args.concurrency} at a time, "
-            f"GET {PATH}?{QUERY}",
+            f"GET {PATH}?{QUERY}, hot path: {hot_path_build()}",
             flush=True,
         )
         for rnd in range(args.rounds):

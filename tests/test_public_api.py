@@ -46,6 +46,7 @@ PUBLIC = {
         "new_hmac_secret",
     },
     "keyplane.store": {"MemoryStore", "SqlStore", "Store", "open_store"},
+    "keyplane.build": {"HOT_PATH_MODULES", "compiled_modules", "hot_path_build"},
     "keyplane.signing": {
         "HmacKey",
         "load_rsa_private_key",

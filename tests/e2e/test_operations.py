@@ -10,6 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pybit.exceptions import InvalidRequestError
 from pybit.unified_trading import HTTP
 
+from keyplane import __version__
+from keyplane.build import hot_path_build
 from keyplane.clock import SystemClock
 from keyplane.http.app import create_app
 from keyplane.keys import KeyEncryptionKey
@@ -85,4 +87,6 @@ def test_metrics_count_auth_outcomes_limiter_decisions_and_cache(server: Server)
     assert delta("keyplane_key_cache_lookups_total", result="hit") >= 1
     assert ("keyplane_revocation_propagation_seconds_count", ()) in after
     assert after[("keyplane_websocket_connections", ())] == 0
+    build = (("hot_path", hot_path_build()), ("version", __version__))
+    assert after[("keyplane_build_info", build)] == 1
     assert server.secret not in httpx.get(f"{server.url}/metrics").text

@@ -28,6 +28,8 @@ Series (all counters are totals since the process started):
   sent); keyplane_alerts_duplicates_total{kind}: alerts another node or an earlier run had
   already recorded (not sent again); keyplane_alerts_sent_total / _failed_total{notifier,kind}:
   deliveries of every alert, the anomaly guard's included (keyplane.alerts.dispatch).
+- keyplane_build_info{version,hot_path}: always 1; hot_path is "compiled" (mypyc build,
+  keyplane.build), "python" or "partial".
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
+
+from keyplane import __version__
+from keyplane.build import hot_path_build
 
 __all__ = ["AlertCounts", "AnomalyCounts", "Metrics", "metrics_endpoint"]
 
@@ -155,8 +160,16 @@ class Metrics:
 class _Collector(Collector):
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
+        self._hot_path = hot_path_build()
 
     def collect(self) -> Iterable[Metric]:
+        build = GaugeMetricFamily(
+            "keyplane_build_info",
+            "This process's keyplane: version, and hot_path compiled (mypyc) or python.",
+            labels=["version", "hot_path"],
+        )
+        build.add_metric([__version__, self._hot_path], 1)
+        yield build
         auth = CounterMetricFamily(
             "keyplane_auth_requests",
             "Requests to authenticated routes by outcome retCode (0 = passed).",

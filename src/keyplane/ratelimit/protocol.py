@@ -91,9 +91,9 @@ def gcra_update(tats: dict[str, float], bucket: str, rate: Rate, now_ms: int) ->
     """
     interval = rate.interval_ms
     tau = rate.window_ms - interval
-    tat = tats.get(bucket, now_ms)
+    tat: float = tats.get(bucket, now_ms)
     if tat < now_ms:
-        tat = now_ms
+        tat = float(now_ms)
     allow_at = tat - tau - EPSILON_MS
     if now_ms < allow_at:
         return Decision(False, rate.limit, 0, math.ceil(allow_at))
