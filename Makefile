@@ -51,23 +51,28 @@ pytest: $(STAMP)
 
 test: lint typecheck pytest
 
-# needs PostgreSQL (KEYPLANE_BENCH_POSTGRES_URL, default the local `test` db) and redis-server
-bench: $(STAMP)
+# needs PostgreSQL (KEYPLANE_BENCH_POSTGRES_URL, default the local `test` db) and redis-server;
+# $(1): the environment's bin folder (pure-Python or compiled build)
+define run_benches
 	command -v wrk >/dev/null || (apt-get update -q && apt-get install -y -q wrk)
 	command -v valgrind >/dev/null || (apt-get update -q && apt-get install -y -q valgrind)
-	$(BIN)/python bench/auth_overhead.py --limiter memory
-	$(BIN)/python bench/auth_overhead.py --limiter redis
-	$(BIN)/python bench/inprocess.py
-	$(BIN)/python bench/instructions.py
-	$(BIN)/python bench/scaling.py
-	$(BIN)/python bench/revocation.py
-	$(BIN)/python bench/usage_ingest.py
-	$(BIN)/python bench/usage_overhead.py
-	$(BIN)/python bench/suspension.py
+	$(1)/python bench/auth_overhead.py --limiter memory
+	$(1)/python bench/auth_overhead.py --limiter redis
+	$(1)/python bench/inprocess.py
+	$(1)/python bench/instructions.py
+	$(1)/python bench/scaling.py
+	$(1)/python bench/revocation.py
+	$(1)/python bench/usage_ingest.py
+	$(1)/python bench/usage_overhead.py
+	$(1)/python bench/suspension.py
+endef
+
+bench: $(STAMP)
+	$(call run_benches,$(BIN))
 
 # the benchmarks again, on the compiled build
 bench-compiled: $(CSTAMP)
-	$(MAKE) bench BIN=$(CBIN) STAMP=$(CSTAMP)
+	$(call run_benches,$(CBIN))
 
 clean:
 	rm -rf $(VENV) $(CVENV) build .pytest_cache .mypy_cache .ruff_cache
