@@ -5,8 +5,8 @@ keyplane is pure Python; `make compiled` (or `KEYPLANE_COMPILE=1 pip install --n
 HOT_PATH_MODULES to C extensions with mypyc, the compiler mypy ships (black and mypy are
 distributed compiled the same way). The .py files stay in the package; Python imports the
 compiled module in their place. The code and its behaviour are the same, and the same test
-suite runs against both builds (`make test`, `make test-compiled`); on the auth path the
-compiled build runs about half the CPU instructions per request (docs/benchmarks.md).
+suite runs against both builds (`make test`, `make test-compiled`); the compiled build runs 45%
+fewer CPU instructions per request on the auth path (valgrind, docs/benchmarks.md).
 
 This module is stdlib-only: setup.py reads HOT_PATH_MODULES from it at build time.
 """
