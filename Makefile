@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-$(CSTAMP): pyproject.toml setup.py $(shell find src -name '*.py')
+$(CSTAMP): pyproject.toml setup.py $(shell find src -type f -not -path '*/__pycache__/*')
 	test -x $(CBIN)/python || $(PYTHON) -m venv $(CVENV)
 	$(CBIN)/python -m pip install --quiet --upgrade pip 'setuptools>=77'
 	$(CBIN)/python -m pip install --quiet '.[test]'
